@@ -1,0 +1,1 @@
+"""Model engines behind one interface (base.py): in-process transformers, or an OpenAI-compatible server."""
