@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 VENV_MAIN = scripts/venv.sh main requirements/main.lock torch==2.14.1 torchvision==0.29.1
 VENV_LS = scripts/venv.sh label-studio requirements/label-studio.lock
 
-.PHONY: help env ls-env lint typecheck test test-fast demo stop bench lock clean
+.PHONY: help env ls-env lint typecheck test test-fast demo stop bench lock clean readme
 
 help:
 	@echo "make demo   install what is needed and run the main job on a generated sample project"
@@ -60,6 +60,10 @@ stop: env
 bench: env
 	.venv/bin/python bench/export.py
 	.venv/bin/python bench/marks.py
+
+# Regenerate the README's settings table from the Settings class.
+readme: env
+	.venv/bin/python scripts/update_readme.py
 
 # Regenerate requirements/main.lock from pyproject.toml in a throwaway environment.
 lock:

@@ -24,6 +24,7 @@ from ml_backend.exceptions import LabelloopError
 # command name -> "module:attribute" (module relative to ml_backend.cli) and its one-line help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("tiny_model:tiny_model", "Build a tiny random Qwen-VL offline (tests, benches, demo)."),
+    "settings": ("settings:settings", "Show the effective settings, or the table of all of them."),
 }
 
 
