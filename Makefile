@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 VENV_MAIN = scripts/venv.sh main requirements/main.lock torch==2.14.1 torchvision==0.29.1
 VENV_LS = scripts/venv.sh label-studio requirements/label-studio.lock
 
-.PHONY: help env ls-env lint typecheck test test-fast demo stop bench lock clean readme
+.PHONY: help env ls-env tools lint typecheck test test-fast demo stop bench lock clean readme
 
 help:
 	@echo "make demo   install what is needed and run the main job on a generated sample project"
@@ -37,6 +37,18 @@ env: .stamps/env
 ls-env: .stamps/ls-env env
 	@.venv/bin/python -m ml_backend.studio template --ls-venv .ls-venv
 
+# Debian packages the tests need, installed once with apt-get (as root, else through sudo): chromium, which the
+# annotator-view test drives with Playwright (never `playwright install`: no browser download), and docker-compose
+# 1.29, which validates docker/docker-compose.yml against the Compose specification without a Docker engine.
+TOOLS_DEB = chromium docker-compose
+tools:
+	@if ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "tools: installing $(TOOLS_DEB) with apt-get (one-off)"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TOOLS_DEB) >/dev/null; \
+	fi
+
 lint: env
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -44,14 +56,14 @@ lint: env
 typecheck: env
 	.venv/bin/mypy
 
-test: env ls-env lint typecheck
+test: env ls-env tools lint typecheck
 	LABELLOOP_TEST_LS_VENV=$(CURDIR)/.ls-venv .venv/bin/pytest $(PYTEST_ARGS)
 
 # Unit tests only (no Label Studio, no training): the inner loop while developing.
 test-fast: env
 	.venv/bin/pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
-demo: env
+demo: env ls-env
 	.venv/bin/python scripts/demo.py
 
 stop: env

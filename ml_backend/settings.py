@@ -117,8 +117,15 @@ class Settings(BaseSettings):
     engine_timeout: float = Field(300.0, gt=0, description="Seconds before an engine call is abandoned.")
     prompts: dict[str, str] = Field(
         default_factory=dict,
-        description='Prompt template per control tag name, JSON: {"caption": "Describe {image}..."}; a '
-        "control's own `prompt` attribute in the label config wins over this.",
+        description='Prompt template per control name, JSON: {"caption": "Describe the image in one sentence."}; '
+        "placeholders {question}, {options}, {labels}, {name}, {how}. A control's own `prompt` attribute in the "
+        "label config wins over this.",
+    )
+    predict_deadline: float = Field(
+        80.0,
+        gt=0,
+        description="Seconds one /predict request may spend before answering what is done (Label Studio waits "
+        "100 s); tasks not reached get no prediction and are asked again by the next request or the bulk job.",
     )
 
     # --- images --------------------------------------------------------------------------------------------
@@ -132,15 +139,37 @@ class Settings(BaseSettings):
         80_000_000, ge=1, description="Largest image accepted, in pixels (decompression-bomb guard)."
     )
     fetch_timeout: float = Field(15.0, gt=0, description="Seconds allowed for one image download.")
+    fetch_workers: int = Field(8, ge=1, le=64, description="Images fetched in parallel for one request.")
+    image_min_pixels: int | None = Field(
+        None,
+        ge=784,
+        description="Least pixels of the model's resized input (Qwen smart resize). transformers: overrides the "
+        "processor's; openai: images are resized to fit before sending (default 3136).",
+    )
+    image_max_pixels: int | None = Field(
+        None,
+        ge=784,
+        description="Most pixels of the model's resized input. transformers: overrides the processor's; openai: "
+        "images are resized to fit before sending (default 1003520); keep it at or below the server's limit.",
+    )
 
     # --- HTTP serving --------------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `labelloop serve` binds.")
     port: int = Field(9090, ge=1, le=65535, description="Port `labelloop serve` binds.")
     threads: int = Field(8, ge=1, le=256, description="gunicorn threads in the single serving process.")
+    backend_url: str | None = Field(
+        None,
+        description="URL at which Label Studio reaches this backend; `labelloop setup` connects it and registers "
+        "<url>/webhook. Default http://<host>:<port> (127.0.0.1 when binding all addresses).",
+    )
     basic_auth_user: str | None = Field(None, description="User for HTTP basic auth on the endpoints.")
     basic_auth_password: SecretStr | None = Field(None, description="Password for HTTP basic auth.")
     bearer_token: SecretStr | None = Field(
         None, description="Bearer token accepted on the endpoints (in addition to basic auth, if set)."
+    )
+    access_log: bool = Field(True, description="gunicorn's access log (one line per request) on stdout.")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body accepted by the endpoints, in bytes."
     )
     webhook_secret: SecretStr | None = Field(
         None,
@@ -164,6 +193,31 @@ class Settings(BaseSettings):
     reconcile_interval: int = Field(
         600, ge=10, description="Seconds between scheduled reconciliations of review counts from the LS API."
     )
+    reconcile_after: int = Field(
+        60,
+        ge=0,
+        description="An annotation event makes the worker reconcile its project from the LS API when the last "
+        "reconciliation is older than this many seconds, so reviews that sent no webhook (imports) count soon "
+        "(0: only the threshold and the periodic reconciliation ask).",
+    )
+    heartbeat_ttl: int = Field(
+        60,
+        ge=3,
+        description="Seconds without a heartbeat after which a running training is declared lost (its worker "
+        "died): the run is marked failed, its reviews return to the count and the project can train again.",
+    )
+    train_retries: int = Field(
+        3, ge=0, le=20, description="RQ retries of a training whose export could not reach Label Studio."
+    )
+    retry_delay: int = Field(
+        60, ge=0, description="Seconds before the first retry (0: at once); each next one waits twice as long."
+    )
+    swap_poll_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between a backend's checks of the registry for new active versions (the Redis "
+        "message makes swaps immediate; the poll only covers a missed message).",
+    )
 
     # --- training (ms-swift) -------------------------------------------------------------------------------
     lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank.")
@@ -185,6 +239,10 @@ class Settings(BaseSettings):
         "",
         description="Extra `swift sft` arguments passed through verbatim (e.g. DeepSpeed or torchrun flags).",
     )
+    gradient_checkpointing: bool = Field(
+        True, description="Trade compute for memory while training (turn off for tiny models on CPU)."
+    )
+    train_logging_steps: int = Field(1, ge=1, description="Steps between loss records in logging.jsonl.")
     train_timeout: int = Field(6 * 3600, ge=60, description="Seconds before a training run is killed.")
     keep_versions: int = Field(5, ge=1, description="Adapters kept on disk (older ones are pruned).")
 
@@ -192,19 +250,45 @@ class Settings(BaseSettings):
     promote_margin: float = Field(
         0.0, ge=0, le=1, description="A candidate is promoted unless its score is below current - margin."
     )
+    eval_max_tasks: int = Field(
+        200, ge=1, description="Most held-out tasks evaluated per model (the first ones of the val split)."
+    )
+    eval_iou: float = Field(0.5, gt=0, le=1, description="IoU at which a predicted box matches a reviewed one.")
+    eval_timeout: int = Field(
+        3600, ge=10, description="Seconds the evaluation of candidate and current may take (added to the job's limit)."
+    )
 
     # --- export --------------------------------------------------------------------------------------------
     max_side: int = Field(1024, ge=28, description="Exported images are resized so the longer side fits.")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of source images put in val.jsonl.")
     seed: int = Field(0, description="Seed for the train/val split.")
     redact_label: str = Field("redact", description="Regions with this label are blurred and never exported.")
+    redact_mode: Literal["pixelate", "blur", "fill"] = Field(
+        "pixelate", description="How redacted regions are hidden in exported images."
+    )
+    marks_label: str = Field(
+        "marks", description="RectangleLabels label for marks drawn on screenshots (marked-screenshot configs)."
+    )
+    near_dup_distance: int = Field(
+        4,
+        ge=-1,
+        le=64,
+        description="Perceptual-hash Hamming distance at which two exported images count as near duplicates "
+        "(-1: near-duplicate detection off).",
+    )
+    min_caption_chars: int = Field(3, ge=0, description="Exported captions and descriptions need this many characters.")
+    min_answer_chars: int = Field(1, ge=0, description="Exported VQA answers need this many characters.")
+    vqa_mode: Literal["multi_turn", "per_pair"] = Field(
+        "multi_turn", description="VQA pairs of an image as one conversation or one row per question."
+    )
+    export_workers: int = Field(0, ge=0, description="Image worker processes of the exporter (0: one per core).")
 
     @field_validator("allowed_hosts", "modules_to_save", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("ls_url", "openai_base_url")
+    @field_validator("ls_url", "openai_base_url", "backend_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:

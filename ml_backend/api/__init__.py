@@ -3,4 +3,4 @@
 from __future__ import annotations
 
 # "module:attribute" of each blueprint, relative to ml_backend.api
-BLUEPRINTS: list[str] = []
+BLUEPRINTS: list[str] = ["predict:bp", "metrics:bp", "webhook:bp"]

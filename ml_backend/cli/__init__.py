@@ -24,7 +24,16 @@ from ml_backend.exceptions import LabelloopError
 # command name -> "module:attribute" (module relative to ml_backend.cli) and its one-line help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("tiny_model:tiny_model", "Build a tiny random Qwen-VL offline (tests, benches, demo)."),
+    "marks": ("marks:marks", "Detect marks people drew on screenshots (boxes, ellipses, arrows, highlights)."),
     "settings": ("settings:settings", "Show the effective settings, or the table of all of them."),
+    "setup": ("setup:setup", "Create or update a Label Studio project wired to labelloop (idempotent)."),
+    "export": ("export:export", "Export completed Label Studio tasks to cleaned ms-swift JSONL with a report."),
+    "sample-project": ("sample_project:sample_project", "Write a realistic sample Label Studio project (demo, tests)."),
+    "worker": ("worker:worker", "Run the RQ worker (with its scheduler) for training and reconciliation."),
+    "models": ("models:models", "List and show adapter versions; roll a project back to an earlier one."),
+    "runs": ("runs:runs", "List and show training runs (progress, evaluation, report); cancel one."),
+    "serve": ("serve:serve", "Serve the ML backend for Label Studio (gunicorn; --dev for werkzeug)."),
+    "predict": ("predict:predict", "Pre-annotate a whole Label Studio project (an RQ job, or --inline)."),
 }
 
 
