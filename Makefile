@@ -71,7 +71,9 @@ stop: env
 
 bench: env
 	.venv/bin/python bench/export.py
-	.venv/bin/python bench/marks.py
+	.venv/bin/python bench/marks.py --set both
+	.venv/bin/python bench/predict.py
+	.venv/bin/python bench/loop.py
 
 # Regenerate the README's settings table from the Settings class.
 readme: env

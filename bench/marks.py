@@ -1,19 +1,23 @@
 """Benchmark of the screenshot-marks detector on synthetic marked screenshots (bench/marks_scenes.py).
 
-    .venv/bin/python bench/marks.py [--marked 60] [--clean 20] [--seed 0] [--dump DIR]
+    .venv/bin/python bench/marks.py [--set tuning|holdout|both] [--marked N] [--clean N] [--seed 0] [--dump DIR]
 
-For each background type (procedural photos, matplotlib charts, rendered UI pages) it draws marked images and
-clean images, encodes them as users upload them (PNG or JPEG 75-95, some rescaled 0.5-1.5x), and reports, overall
-and per background type: recall and precision at IoU >= 0.5, mean IoU of matches, kind accuracy of matches,
-arrow-head error, false marks on clean images, and speed on one core (cv2.setNumThreads(1); process CPU time and
-wall time) with decoding timed separately. Speed is also given as ratios measured in the same run: detection vs
-plain decoding of the same files, and vs a naive closed-outline baseline detector implemented here.
+Two sets, always reported separately: the tuning set (bench/marks_scenes.py: procedural photos, matplotlib charts,
+rendered UI pages; tune on it) and the held-out set (bench/marks_holdout.py: documents, dashboards, code editors,
+maps/photos, drawn independently with fixed seeds; measure on it, never tune on it). For each background type it
+draws marked images and clean images, encodes them as users upload them (PNG or JPEG 75-95, some rescaled), and
+reports, overall, per background type and per condition: recall and precision at IoU >= 0.5, mean IoU of matches,
+kind accuracy of matches, arrow-head error, false marks on clean images, and speed on one core
+(cv2.setNumThreads(1); process CPU time and wall time) with decoding timed separately. Speed is also given as ratios
+measured in the same run: detection vs plain decoding of the same files, and vs a naive closed-outline baseline
+detector implemented here.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import platform
 import statistics
 import sys
@@ -29,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import marks_holdout as holdout
 import marks_scenes as scenes
 
 from converters.marks import Mark, detect_marks
@@ -152,21 +157,60 @@ def fmt(v: float, spec: str = ".3f") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--marked", type=int, default=60, help="marked images per background type")
-    parser.add_argument("--clean", type=int, default=20, help="clean images per background type")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        dest="which",
+        choices=["tuning", "holdout", "both"],
+        default="both",
+        help="tuning: marks_scenes.py (tune on this); holdout: marks_holdout.py (measure only)",
+    )
+    parser.add_argument("--marked", type=int, help="marked images per background type (default: 60 / all 60)")
+    parser.add_argument("--clean", type=int, help="clean images per background type (default: 20 / all 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the tuning set (the held-out seeds are fixed)")
     parser.add_argument("--dump", type=Path, help="write images with misses or false marks here, with a report")
+    parser.add_argument("--cache", type=Path, help="keep generated scenes here (pickled) and reuse them on later runs")
     args = parser.parse_args()
 
     cv2.setNumThreads(1)
     print(f"machine: {machine()}")
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (2 shared cores)")
     print("one core: cv2.setNumThreads(1); times are process CPU time unless marked wall\n")
-    t0 = time.perf_counter()
-    suite = scenes.make_suite(args.marked, args.clean, args.seed)
-    print(f"generated {len(suite)} scenes in {time.perf_counter() - t0:.1f} s "
-          f"({args.marked} marked + {args.clean} clean per background)\n")  # fmt: skip
-
     detect_marks(np.zeros((64, 64, 3), np.uint8))  # warm up imports and OpenCV
+    if args.which in ("tuning", "both"):
+        t0 = time.perf_counter()
+        marked, clean = args.marked or 60, 20 if args.clean is None else args.clean
+        suite = cached(args.cache, f"tuning-{marked}-{clean}-{args.seed}", scenes.make_suite, marked, clean, args.seed)
+        print(f"=== TUNING SET (bench/marks_scenes.py, seed {args.seed}): {len(suite)} scenes generated in "
+              f"{time.perf_counter() - t0:.1f} s ({marked} marked + {clean} clean per background)\n")  # fmt: skip
+        evaluate(suite, scenes.BACKGROUNDS, args.dump / "tuning" if args.dump else None)
+    if args.which in ("holdout", "both"):
+        t0 = time.perf_counter()
+        marked = args.marked or len(holdout.SEEDS)
+        clean = len(holdout.CLEAN_SEEDS) if args.clean is None else args.clean
+        suite = cached(args.cache, f"holdout-{marked}-{clean}", holdout.make_suite, marked, clean)
+        print(
+            f"\n=== HELD-OUT SET (bench/marks_holdout.py, fixed seeds, never tuned on): {len(suite)} scenes "
+            f"generated in {time.perf_counter() - t0:.1f} s ({marked} marked + {clean} clean per background)\n"
+        )
+        evaluate(suite, holdout.BACKGROUNDS, args.dump / "holdout" if args.dump else None)
+    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+def cached(directory: Path | None, key: str, make: Any, *args: Any) -> list[Any]:
+    """make(*args), pickled under DIRECTORY/KEY.pkl and reused when present (scenes are deterministic per key)."""
+    if directory is None:
+        return list(make(*args))
+    path = directory / f"{key}.pkl"
+    if path.exists():
+        return list(pickle.loads(path.read_bytes()))
+    suite = list(make(*args))
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(suite))
+    return suite
+
+
+def evaluate(suite: list[Any], backgrounds: tuple[str, ...], dump: Path | None) -> None:
+    """Detect on every scene of SUITE and print the tables (overall, per background, per condition)."""
     tallies: dict[str, Tally] = defaultdict(Tally)
     base: dict[str, Tally] = defaultdict(Tally)
     by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -204,6 +248,8 @@ def main() -> None:
             by_kind[t.kind][0] += 1
             by_kind[t.kind][1] += i in hit_t
             tags = [*t.tags, (scene.conditions["jpeg"] and "jpeg") or "png"]
+            if scene.conditions.get("dark"):
+                tags.append("dark-mode")
             if scene.conditions["scale"] != 1.0:
                 tags.append("rescaled<0.75" if scene.conditions["scale"] < 0.75 else "rescaled")
             for tag in tags:
@@ -213,9 +259,9 @@ def main() -> None:
         for j, m in enumerate(marks):
             if j not in hit_m:
                 false_kinds[f"{scene.background}/{m.kind}"] += 1
-        if args.dump and (len(hit_t) < len(scene.marks) or len(hit_m) < len(marks)):
-            args.dump.mkdir(parents=True, exist_ok=True)
-            path = scene.write(args.dump)
+        if dump and (len(hit_t) < len(scene.marks) or len(hit_m) < len(marks)):
+            dump.mkdir(parents=True, exist_ok=True)
+            path = scene.write(dump)
             report.append(f"{path.name} {scene.width}x{scene.height} {scene.conditions}")
             for i, t in enumerate(scene.marks):
                 flag = "ok  " if i in hit_t else "MISS"
@@ -223,10 +269,10 @@ def main() -> None:
             for j, m in enumerate(marks):
                 flag = "ok  " if j in hit_m else "FALSE"
                 report.append(f"  {flag} found {m.kind:9s} {list(m.bbox)} {m.color} {m.score:.2f}")
-    if args.dump:
-        (args.dump / "report.txt").write_text("\n".join(report) + "\n")
+    if dump:
+        (dump / "report.txt").write_text("\n".join(report) + "\n")
 
-    keys = ["all", *scenes.BACKGROUNDS]
+    keys = ["all", *backgrounds]
     print("detector (IoU >= 0.5, kind-agnostic matching; kind accuracy is over matches)")
     header = (f"{'':10s}{'truths':>7s}{'recall':>8s}{'precision':>10s}{'meanIoU':>8s}{'kind':>7s}"
               f"{'head px':>9s}{'clean FP':>9s}{'ms/MP':>7s}{'wall':>7s}{'decode':>7s}{'x dec':>7s}")  # fmt: skip

@@ -6,7 +6,10 @@ batched bulk pre-annotation, and the prediction cache — each figure with its s
     images read and decoded from the mounted media dir, metrics) against label-studio-ml 1.0.9's ``init_app``
     with a no-op ``LabelStudioMLBase`` (its own venv, ``scripts/venv.sh lsml requirements/lsml.lock``; its
     ``/setup`` called first). 8 concurrent clients, 1 and 100 tasks per request, every task new (no cache hit).
-    Target: labelloop's tasks/s >= label-studio-ml's.
+    Target: labelloop's tasks/s >= label-studio-ml's. Five rounds, each measuring every server one after the
+    other; the verdict is on the median of the rounds' ratios (servers measured seconds apart), which a shared
+    machine's other work moves far less than a best-of figure (measured here: a best-of-2 ratio swung from
+    0.66x to 1.16x between two runs of the same code).
 (a') the same labelloop server with the **tiny Qwen2-VL** (``labelloop serve``, transformers on CPU): the
     backend's own share of ``/predict`` time, i.e. 1 - engine seconds / request seconds from its ``/metrics``.
     Target <= 5 %.
@@ -56,7 +59,7 @@ CONFIG = """<View>
 AUTH = ("bench", "bench-password")
 LSML = "label-studio-ml 1.0.9, model ignores images"
 LSML_READS = "label-studio-ml 1.0.9, model reads its image"
-ROUNDS = 2
+ROUNDS = 5
 IMAGES = 100
 CLIENTS = 8
 
@@ -222,6 +225,12 @@ def process_cpu(pid: int) -> float:
     return total
 
 
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def metric(text: str, name: str, labels: str = "") -> float:
     pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else "") + r" ([0-9.e+-]+)"
     found = re.search(pattern, text)
@@ -286,33 +295,42 @@ def part_a(work: Path, redis_url: str, quick: bool) -> dict[str, float]:
                      "access_token": "0" * 40}  # fmt: skip
             httpx.post(f"{url}/setup", json=setup, auth=AUTH, timeout=10).raise_for_status()
             hammer(url, 1, 5, 900_000_000)  # warm up
-        print("(a) /predict with a no-op model, 8 concurrent clients, every task new; best of "
-              f"{ROUNDS} alternating rounds; server CPU from /proc")  # fmt: skip
-        print(f"    {'server':<44}{'tasks/req':>10}{'req/s':>9}{'tasks/s':>9}{'CPU us/task':>13}")
+        print("(a) /predict with a no-op model, 8 concurrent clients, every task new; "
+              f"{ROUNDS} rounds, the servers one after the other in each; server CPU from /proc")  # fmt: skip
+        print(f"    {'server':<44}{'tasks/req':>10}{'req/s':>9}{'tasks/s':>9}{'CPU us/task':>13}"
+              "   (medians of the rounds)")  # fmt: skip
         first_id = 1
         for tasks_per_request, per_client in ((1, 40 if quick else 150), (100, 2 if quick else 6)):
-            best: dict[str, tuple[float, float]] = {}
+            rounds: list[dict[str, tuple[float, float]]] = []
             for _ in range(ROUNDS):
+                measured: dict[str, tuple[float, float]] = {}
                 for name, (url, process) in servers.items():
                     before = process_cpu(process.pid)
                     seconds, tasks = hammer(url, tasks_per_request, per_client, first_id)
-                    cpu = (process_cpu(process.pid) - before) / tasks
+                    measured[name] = (tasks / seconds, (process_cpu(process.pid) - before) / tasks)
                     first_id += tasks
-                    rate = tasks / seconds
-                    if name not in best or rate > best[name][0]:
-                        best[name] = (rate, cpu)
-            for name, (rate, cpu) in best.items():
+                rounds.append(measured)
+            for name in servers:
+                rate = _median([measured[name][0] for measured in rounds])
+                cpu = _median([measured[name][1] for measured in rounds])
                 results[f"{name}/{tasks_per_request}"] = rate
                 print(f"    {name:<44}{tasks_per_request:>10}{rate / tasks_per_request:>9.1f}{rate:>9.0f}"
                       f"{cpu * 1e6:>13.0f}")  # fmt: skip
+            # Each round's ratio compares servers measured a few seconds apart: less exposed to the machine's other
+            # work than a ratio of figures taken minutes apart. The verdict is on their median.
+            for reference, key in ((LSML_READS, "ratio"), (LSML, "bare")):
+                ratios = sorted(measured["labelloop"][0] / measured[reference][0] for measured in rounds)
+                results[f"{key}/{tasks_per_request}"] = _median(ratios)
+                results[f"{key}/{tasks_per_request}/range"] = ratios[-1] - ratios[0]
+                results[f"{key}/{tasks_per_request}/min"] = ratios[0]
+                results[f"{key}/{tasks_per_request}/max"] = ratios[-1]
         for tasks_per_request in (1, 100):
-            ours = results[f"labelloop/{tasks_per_request}"]
-            equal = ours / results[f"{LSML_READS}/{tasks_per_request}"]
-            bare = ours / results[f"{LSML}/{tasks_per_request}"]
-            results[f"ratio/{tasks_per_request}"] = equal
+            equal = results[f"ratio/{tasks_per_request}"]
+            bare = results[f"bare/{tasks_per_request}"]
+            low, high = results[f"ratio/{tasks_per_request}/min"], results[f"ratio/{tasks_per_request}/max"]
             print(f"    {tasks_per_request:>3} task(s)/request: labelloop / label-studio-ml reading its images "
-                  f"{equal:.2f}x (target >= 1: {'PASS' if equal >= 1 else 'FAIL'}); "
-                  f"/ label-studio-ml ignoring them {bare:.2f}x")  # fmt: skip
+                  f"{equal:.2f}x, median of the rounds' ratios (rounds {low:.2f}-{high:.2f}; target >= 1: "
+                  f"{'PASS' if equal >= 1 else 'FAIL'}); / label-studio-ml ignoring them {bare:.2f}x")  # fmt: skip
     finally:
         for _, process in servers.values():
             stop(process)

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
@@ -39,10 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from converters.annotations import select_annotation
 from converters.boxes import Box, PercentRect
-from converters.dedup import Deduplicator
+from converters.dedup import Deduplicator, Duplicate
 from converters.errors import ConvertError, ImageError
 from converters.images import (
     ImageOptions,
+    PreparedImage,
     RedactMode,
     encode_image,
     perceptual_hash,
@@ -53,7 +54,7 @@ from converters.images import (
 from converters.label_config import LabelConfig
 from converters.media import MediaConfig, MediaFetcher, safe_url
 from converters.report import ExportReport, ReportBuilder
-from converters.rows import ImageFrame, Row, RowOptions, VqaMode, build_rows, redaction_rects
+from converters.rows import ImageFrame, Note, Row, RowOptions, VqaMode, build_rows, marked_text, redaction_rects
 from converters.split import split_of
 from converters.tasks import Task, is_min_row, parse_min_task, parse_task, task_label
 
@@ -73,6 +74,18 @@ class MarkDetector(Protocol):
     """
 
     def __call__(self, image: Image.Image) -> Sequence[Box]: ...
+
+
+@runtime_checkable
+class MarkRemover(Protocol):
+    """A mark detector that can also take its marks off an image (``ExportOptions.unmark``)."""
+
+    def remove(self, image: Image.Image, marks: Sequence[Box]) -> Image.Image: ...
+
+
+DETECT_MAX_SIDE = 2048
+"""Marks are detected on the source at up to this longer side when the written image is smaller: a 2 px stroke
+shrunk to 1024 px is hardly a stroke any more. Boxes are then scaled to the written image."""
 
 
 @runtime_checkable
@@ -120,6 +133,18 @@ class ExportOptions(BaseModel):
     thumbnails: int = Field(60, ge=0, le=1000, description="Tasks drawn in report.html.")
     overwrite: bool = Field(False, description="Replace an existing export in the output directory.")
     mark_detector: MarkDetector | None = Field(None, exclude=True)
+    refer_marks: bool = Field(
+        False, description="Marked screenshots: also write rows pointing the annotation text at the marked places."
+    )
+    original_key: str | None = Field(
+        "original",
+        description="Task-data key of a marked screenshot's unmarked original (used by the rows that refer to marks).",
+    )
+    unmark: bool = Field(False, description="Without an original, inpaint the detected marks to make a clean copy.")
+    group_marked_near_dups: bool = Field(
+        True,
+        description="Marked screenshots: keep a near-duplicate whose note or marks differ, in its original's split.",
+    )
 
     def image_options(self) -> ImageOptions:
         """The image part of the options."""
@@ -140,6 +165,7 @@ class ExportOptions(BaseModel):
             min_answer_chars=self.min_answer_chars,
             normalize_text=self.normalize_text,
             vqa_mode=self.vqa_mode,
+            refer_marks=self.refer_marks,
         )
 
     def worker_count(self) -> int:
@@ -157,6 +183,8 @@ class ImageJob:
     task_id: int
     url: str
     redactions: tuple[PercentRect, ...] = ()
+    original_url: str | None = None
+    unmark: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +207,13 @@ class ImageResult:
     resized: bool = False
     redacted: int = 0
     detected_marks: tuple[Box, ...] = ()
+    clean_kind: str | None = None
+    """How the clean copy was made: ``original`` (the task's unmarked original), ``unmarked`` (inpainted)."""
+    clean_error: str | None = None
+    clean_sha256: str = ""
+    clean_path: str = ""
+    clean_width: int = 0
+    clean_height: int = 0
 
 
 @dataclass
@@ -209,16 +244,24 @@ class ImageWorker:
         except ImageError as exc:
             return ImageResult(job.task_id, error=str(exc), reason=exc.reason)
         image = prepared.image
-        marks = tuple(self.detector(image)) if self.detector is not None else ()
-        redacted = 0
-        if self.redact_regions and job.redactions:
-            sx, sy = prepared.scale
-            boxes = [
-                rect.to_pixels(prepared.source_width, prepared.source_height).scaled(sx, sy) for rect in job.redactions
-            ]
-            redacted = redact(image, boxes, self.options.redact_mode)
+        marks = self._detect(data, shown, prepared)
+        clean, clean_kind, clean_error = self._clean_copy(job, prepared, marks)
+        redacted = self._redact(image, prepared, job) if self.redact_regions and job.redactions else 0
         encoded = encode_image(image, prepared.output_format, self.options)
         digest, path = write_once(self.images_dir, encoded, prepared.output_format)
+        clean_fields: dict[str, Any] = {"clean_kind": clean_kind, "clean_error": clean_error}
+        if clean is not None:
+            if self.redact_regions and job.redactions:
+                self._redact(clean.image, clean, job)
+            clean_digest, clean_path = write_once(
+                self.images_dir, encode_image(clean.image, clean.output_format, self.options), clean.output_format
+            )
+            clean_fields.update(
+                clean_sha256=clean_digest,
+                clean_path=str(clean_path),
+                clean_width=clean.image.width,
+                clean_height=clean.image.height,
+            )
         return ImageResult(
             task_id=job.task_id,
             source_sha256=hashlib.sha256(data).hexdigest(),
@@ -234,7 +277,49 @@ class ImageWorker:
             resized=prepared.resized,
             redacted=redacted,
             detected_marks=marks,
+            **clean_fields,
         )
+
+    def _redact(self, image: Image.Image, prepared: PreparedImage, job: ImageJob) -> int:
+        width, height = prepared.source_width, prepared.source_height
+        sx, sy = image.width / width, image.height / height
+        boxes = [rect.to_pixels(width, height).scaled(sx, sy) for rect in job.redactions]
+        return redact(image, boxes, self.options.redact_mode)
+
+    def _detect(self, data: bytes, shown: str, prepared: PreparedImage) -> tuple[Box, ...]:
+        """Marks on the image, in its pixels; detected on a larger decode when the written image was shrunk."""
+        if self.detector is None:
+            return ()
+        image = prepared.image
+        if not prepared.resized or max(image.size) >= DETECT_MAX_SIDE:
+            return tuple(self.detector(image))
+        larger = prepare_image(data, source=shown, options=replace(self.options, max_side=DETECT_MAX_SIDE))
+        sx, sy = image.width / larger.image.width, image.height / larger.image.height
+        return tuple(box.scaled(sx, sy) for box in self.detector(larger.image))
+
+    def _clean_copy(
+        self, job: ImageJob, prepared: PreparedImage, marks: tuple[Box, ...]
+    ) -> tuple[PreparedImage | None, str | None, str | None]:
+        """The unmarked copy of a marked screenshot: its original when the task has one, else (``unmark``) the
+        image with the marks inpainted; (copy, how it was made, why the original could not be used)."""
+        error = None
+        if job.original_url is not None:
+            try:
+                data = self._fetch(job.original_url)
+                original = prepare_image(data, source=safe_url(job.original_url), options=self.options)
+                return original, "original", None
+            except ImageError as exc:
+                error = str(exc)
+        remover: object = self.detector
+        if job.unmark and marks and isinstance(remover, MarkRemover):
+            clean = remover.remove(prepared.image.copy(), marks)
+            return PreparedImage(clean, clean.width, clean.height, prepared.output_format), "unmarked", error
+        return None, None, error
+
+    def _fetch(self, url: str) -> bytes:
+        if self._fetcher is None:
+            self._fetcher = MediaFetcher(self.media)
+        return self._fetcher.fetch(url)
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -304,6 +389,9 @@ class _Export:
         self.progress = progress
         self.row_options = options.row_options()
         self.dedup = Deduplicator(exact=options.exact_dedup, near_distance=options.near_dup_distance)
+        # marked screenshots: kept task -> (its split group, its note's digest and marks), for near-duplicates
+        grouped = options.group_marked_near_dups and bool(config.by_kind("marked"))
+        self.marked: dict[int, tuple[str, _Signature]] | None = {} if grouped else None
         self.kept_images: set[str] = set()
         self.written_images: set[str] = set()
         self.done = 0
@@ -341,7 +429,13 @@ class _Export:
             self.drop(label, task.id, f"task {task.id}: data.{key}: {found}", "image_missing")
             return None
         rects = tuple(redaction_rects(annotation, self.config))
-        return task, annotation.index, ImageJob(task.id, url, rects)
+        original_url = None
+        refer = self.options.refer_marks
+        if refer and self.options.original_key:
+            value = task.data.get(self.options.original_key)
+            if isinstance(value, str) and value.strip() and value != url:
+                original_url = value
+        return task, annotation.index, ImageJob(task.id, url, rects, original_url, refer and self.options.unmark)
 
     def finish_task(self, pending: _Pending) -> None:
         """Turn one image result into rows (or a drop)."""
@@ -357,7 +451,8 @@ class _Export:
         self.report.clean("redacted_regions", result.redacted)
         if result.converted_from:
             self.report.mode(result.converted_from)
-        duplicate = self.dedup.check(result.source_sha256, result.phash, task.id)
+        annotation = task.annotations[pending.annotation_index]
+        duplicate, group, signature = self._duplicate(task, annotation, result)
         if duplicate is not None:
             kind = "exact_duplicates" if duplicate.kind == "exact" else "near_duplicates"
             self.report.clean(kind)
@@ -368,17 +463,7 @@ class _Export:
             )
             self.drop(label, task.id, f"task {task.id}: {detail} as task {duplicate.of_task}", kind[:-1])
             return
-        frame = ImageFrame(
-            path=str(Path(result.path).resolve()),
-            sha256=result.sha256,
-            source_sha256=result.source_sha256,
-            source=safe_url(str(task.data.get(self.config.image_key))),
-            source_width=result.source_width,
-            source_height=result.source_height,
-            width=result.width,
-            height=result.height,
-        )
-        annotation = task.annotations[pending.annotation_index]
+        frame = self._frame(task, result)
         built = build_rows(task, annotation, self.config, frame, self.row_options, detected_marks=result.detected_marks)
         self.report.notes(built.notes)
         for what, count in built.stats.items():
@@ -391,14 +476,55 @@ class _Export:
                 reason, message = "no_labels", f"task {task.id}: the annotation has no result for an exported control"
             self.drop(label, task.id, message, reason)
             return
-        split = split_of(result.sha256, seed=self.options.seed, val_fraction=self.options.val_fraction)
+        if self.marked is not None and group == result.sha256:
+            self.marked[task.id] = (group, signature)
+        split = split_of(group, seed=self.options.seed, val_fraction=self.options.val_fraction)
         written: list[tuple[Row, str]] = []
         for row in built.rows:
             self.files[split].write(json.dumps(row.data, ensure_ascii=False) + "\n")
             written.append((row, split))
         self.kept_images.add(result.sha256)
+        if result.clean_sha256 and any(row.data["images"] == [frame.clean_path] for row in built.rows):
+            self.kept_images.add(result.clean_sha256)
         self.report.written(task.id, written, Path(result.path))
         self.step()
+
+    def _duplicate(self, task: Task, annotation: Any, result: ImageResult) -> tuple[Duplicate | None, str, _Signature]:
+        """(the duplicate the image is, if it is one to drop; the split group; the marked signature)."""
+        duplicate = self.dedup.check(result.source_sha256, result.phash, task.id)
+        group = result.sha256
+        signature = _signature(marked_text(annotation, self.config), result) if self.marked is not None else _NONE
+        if duplicate is not None and duplicate.kind == "near" and self.marked is not None:
+            # The same screen marked again: another mark or another note is another example. Kept, but in its
+            # original's split group, so near-identical screens never straddle train and val.
+            kept = self.marked.get(duplicate.of_task)
+            if kept is not None and not kept[1].same(signature):
+                self.report.clean("near_duplicates_grouped")
+                return None, kept[0], signature
+        return duplicate, group, signature
+
+    def _frame(self, task: Task, result: ImageResult) -> ImageFrame:
+        """The written image (and its clean copy) as rows see it; counts how the clean copy was made."""
+        self.report.clean(f"clean_copies_{result.clean_kind}", int(result.clean_kind is not None))
+        if result.clean_error is not None:
+            self.report.clean("originals_unreadable")
+            self.report.notes([Note("original_unreadable", f"task {task.id}: unmarked original: {result.clean_error}")])
+        if result.clean_sha256:
+            self.written_images.add(result.clean_sha256)
+        return ImageFrame(
+            path=str(Path(result.path).resolve()),
+            sha256=result.sha256,
+            source_sha256=result.source_sha256,
+            source=safe_url(str(task.data.get(self.config.image_key))),
+            source_width=result.source_width,
+            source_height=result.source_height,
+            width=result.width,
+            height=result.height,
+            clean_path=str(Path(result.clean_path).resolve()) if result.clean_path else None,
+            clean_sha256=result.clean_sha256,
+            clean_width=result.clean_width,
+            clean_height=result.clean_height,
+        )
 
     def close(self, *, completed: bool) -> None:
         for handle in self.files.values():
@@ -412,6 +538,44 @@ class _Export:
         for digest in self.written_images - self.kept_images:
             for path in (self.out_dir / "images").glob(f"{digest}.*"):
                 path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    """What makes a marked screenshot an example: its note (a digest) and its marks (boxes in image fractions)."""
+
+    note: bytes
+    marks: tuple[tuple[float, float, float, float], ...]
+
+    def same(self, other: _Signature) -> bool:
+        """The same note and marks one to one at IoU >= 0.6 (the same marks seen through another encoding)."""
+        if self.note != other.note or len(self.marks) != len(other.marks):
+            return False
+        left = list(other.marks)
+        for box in self.marks:
+            match = next((b for b in left if _iou(box, b) >= 0.6), None)
+            if match is None:
+                return False
+            left.remove(match)
+        return True
+
+
+_NONE = _Signature(b"", ())
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
+
+
+def _signature(note: str, result: ImageResult) -> _Signature:
+    import hashlib
+
+    w, h = max(result.width, 1), max(result.height, 1)
+    boxes = tuple((b.x0 / w, b.y0 / h, b.x1 / w, b.y1 / h) for b in result.detected_marks)
+    return _Signature(hashlib.blake2b(note.strip().encode(), digest_size=12).digest(), boxes)
 
 
 def export_tasks(

@@ -204,6 +204,20 @@ class LabelConfig:
                 return skipped.reason
         return None
 
+    def box_labels(self, spec: ControlSpec) -> tuple[str, ...]:
+        """The labels a grounding control is trained on and predicted with: its labels but the redact label
+        (redacted regions are blurred, never learnt)."""
+        return tuple(label for label in spec.labels if label != self.redact_label)
+
+    def prompt_for(self, spec: ControlSpec, *, question: str | None = None) -> str:
+        """The user prompt of ``spec`` (for one ``question`` of it) as training rows carry it, after their
+        ``<image>`` tag: the one definition shared by the exporter's rows and the backend's questions to a model
+        trained on them. Grounding lists :meth:`box_labels`; the question is used as given (rows normalise it
+        first, see ``converters/text.py``)."""
+        if spec.kind == "grounding":
+            return spec.render_prompt(labels=self.box_labels(spec))
+        return spec.render_prompt(question=question)
+
 
 def parse_label_config(
     xml: str,

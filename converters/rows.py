@@ -19,6 +19,11 @@ What each kind becomes (prompts come from :class:`~converters.label_config.Contr
   order, then top to bottom, left to right. Rotated boxes become their axis-aligned bounds, boxes reaching out
   of the image are clipped, boxes entirely outside are dropped; redacted regions are never rows.
 - choices: the question and the options -> the chosen option(s), in config order.
+- marks referred to (``RowOptions.refer_marks``, for marked screenshots): ``<image>`` + the annotation text (or a
+  mark's label text) -> ``<bbox>`` per place the marks point out, with ``objects`` ``ref`` that text and ``bbox``
+  the marks' targets (a person's ``marks`` boxes, else the detector's). The image is the task's unmarked original
+  (or the ``--unmark`` copy) when there is one, so the model learns to find on a clean screenshot what the note is
+  about; else the marked image.
 
 Metadata: one nested key, ``labelloop``. ms-swift 4.6's ``load_dataset`` keeps only its standard columns
 (``RowPreprocessor.remove_useless_columns``) and drops ``labelloop`` before encoding; a flat key named like a
@@ -47,6 +52,8 @@ from converters.text import collapse_whitespace, normalize_text
 VqaMode = Literal["multi_turn", "per_pair"]
 METADATA_KEY = "labelloop"
 IMAGE_TAG = "<image>"
+REFER_PROMPT = "Where on this screenshot is what this note is about: <ref-object>? Give the box of each place."
+"""Prompt of the rows that point a marked screenshot's note at the marked places (``<ref-object>``: the note)."""
 _EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     "caption": ("textarea",),
     "marked": ("textarea",),
@@ -66,12 +73,16 @@ class RowOptions:
         min_answer_chars: VQA answers shorter than this are dropped.
         normalize_text: apply :func:`~converters.text.normalize_text` (else only whitespace is tidied).
         vqa_mode: ``multi_turn`` (one conversation per image) or ``per_pair`` (one row per question).
+        refer_marks: for marked screenshots, also write rows pointing the annotation text at the marks' targets.
+        refer_prompt: the prompt of those rows (``<ref-object>`` stands for the text).
     """
 
     min_caption_chars: int = 3
     min_answer_chars: int = 1
     normalize_text: bool = True
     vqa_mode: VqaMode = "multi_turn"
+    refer_marks: bool = False
+    refer_prompt: str = REFER_PROMPT
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,11 @@ class ImageFrame:
         source_height: source height after EXIF orientation.
         width: written width.
         height: written height.
+        clean_path: the written unmarked copy of a marked screenshot (its original, or the marks inpainted away),
+            used by the rows that refer to the marks; None when there is none.
+        clean_sha256: sha256 of the clean copy's written bytes.
+        clean_width: the clean copy's written width.
+        clean_height: the clean copy's written height.
     """
 
     path: str
@@ -97,6 +113,10 @@ class ImageFrame:
     source_height: int
     width: int
     height: int
+    clean_path: str | None = None
+    clean_sha256: str = ""
+    clean_width: int = 0
+    clean_height: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +342,12 @@ class GroundingBuilder(RowBuilder):
                     if clipped is not None:
                         objects.append((order, config.marks_label, clipped.rounded()))
                         context.out.stats["detected_marks"] += 1
+            referring: list[Row] = []
+            if context.options.refer_marks and config.marks_label in labels:
+                people = [box for _, label, box in objects if label == config.marks_label] if human_marks else []
+                referring = _refer_rows(context, spec, people)
             if not objects:
+                rows.extend(referring)
                 continue
             objects.sort(key=lambda item: (item[0], item[2][1], item[2][0]))
             refs = [label for _, label, _ in objects]
@@ -334,6 +359,7 @@ class GroundingBuilder(RowBuilder):
             data = context.row(spec, messages, objects={"ref": refs, "bbox": boxes, "bbox_type": "real"})
             drawn = tuple((label, (b[0], b[1], b[2], b[3])) for label, b in zip(refs, boxes, strict=True))
             rows.append(Row("grounding", spec.name, data, labels=tuple(refs), boxes=drawn))
+            rows.extend(referring)
         return rows
 
     def _objects(
@@ -374,6 +400,61 @@ class GroundingBuilder(RowBuilder):
                 continue
             found.append((labels.index(label), label, list(scaled)))
         return found
+
+
+def marked_text(annotation: Annotation, config: LabelConfig) -> str:
+    """The annotation's text for the marked-screenshot controls (what the marks point out), entries joined."""
+    return "\n".join(
+        entry
+        for spec in config.by_kind("marked")
+        for region in annotation.regions_of(spec.name)
+        if region.type == "textarea"
+        for entry in region.text
+    )
+
+
+def _refer_rows(context: RowContext, spec: ControlSpec, drawn: list[list[int]]) -> list[Row]:
+    """Rows pointing the annotation text (or each mark's label text) at the places the marks point out.
+
+    DRAWN are a person's marks boxes (pixels of the written image); without them the detector's marks are used,
+    each by its ``target`` (an arrow points at what lies past its tip; a label is no place of its own). Boxes go
+    to the clean copy's pixels when the rows use it.
+    """
+    text = context.clean(marked_text(context.annotation, context.config))
+    if not text:
+        return []
+    places: list[tuple[str, Box]] = [(text, Box(*map(float, box))) for box in drawn]
+    if not drawn:
+        for mark in context.detected_marks:
+            target = getattr(mark, "target", mark)
+            if not isinstance(target, Box):
+                continue
+            label = getattr(mark, "label", None)
+            places.append((context.clean(label) if isinstance(label, str) and label.strip() else text, target))
+    frame = context.frame
+    path, width, height = frame.path, frame.width, frame.height
+    if frame.clean_path is not None and frame.clean_width > 0 and frame.clean_height > 0:
+        path, width, height = frame.clean_path, frame.clean_width, frame.clean_height
+    by_ref: dict[str, list[list[int]]] = {}
+    for ref, box in places:
+        clipped = box.scaled(width / frame.width, height / frame.height).clipped(width, height)
+        if clipped is None:
+            continue
+        rounded = clipped.rounded()
+        if rounded[2] - rounded[0] >= 1 and rounded[3] - rounded[1] >= 1:
+            by_ref.setdefault(ref, []).append(rounded)
+    rows = []
+    for ref, boxes in by_ref.items():
+        boxes.sort(key=lambda b: (b[1], b[0]))
+        messages = [
+            context.user(context.options.refer_prompt),
+            _assistant("\n".join("<bbox>" for _ in boxes)),
+        ]
+        data = context.row(spec, messages, objects={"ref": [ref], "bbox": boxes, "bbox_type": "real"})
+        data["images"] = [path]
+        rows.append(Row("grounding", spec.name, data, boxes=tuple(("marks", (b[0], b[1], b[2], b[3])) for b in boxes)))
+        context.out.stats["mark_reference_rows"] += 1
+    return rows
 
 
 BUILDERS: tuple[RowBuilder, ...] = (TextBuilder(), VqaBuilder(), GroundingBuilder(), ChoicesBuilder())

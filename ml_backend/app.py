@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
 
 from ml_backend.api import BLUEPRINTS
 from ml_backend.api.auth import init_auth
 from ml_backend.api.errors import register_error_handlers
-from ml_backend.cache import PredictionCache
+from ml_backend.cache import PredictionCache, ThreadClients
 from ml_backend.cache import redis_client as cache_redis_client
 from ml_backend.holder import ModelHolder
 from ml_backend.metrics import Metrics
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTENSION = "labelloop"
+_STARTED = "labelloop.started"  # WSGI environ key: when the request reached the app (perf_counter)
+_MAX_CHILDREN = 1024
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,16 @@ def create_app(
         return {settings.queue_name: int(client.llen(queue_key))}
 
     metrics = Metrics(queue_depth=queue_depth)
+    # Every /predict looks its tasks up: on a connection per thread (ThreadClients), and its writes are queued
+    # for the cache's own thread (write_behind); see ml_backend.cache.
     cache = (
-        PredictionCache(client, prefix=settings.redis_prefix, ttl=settings.cache_ttl, metrics=metrics)
+        PredictionCache(
+            redis_client if redis_client is not None else ThreadClients(settings.redis_url),
+            prefix=settings.redis_prefix,
+            ttl=settings.cache_ttl,
+            metrics=metrics,
+            write_behind=True,
+        )
         if settings.cache_ttl > 0
         else None
     )
@@ -136,15 +146,35 @@ def create_app(
 
 
 def _instrument(app: Flask, metrics: Metrics) -> None:
-    @app.before_request
-    def _start_timer() -> None:
-        g.labelloop_started = time.perf_counter()
+    """Count and time every request. The start time is taken by a WSGI wrapper (no ``before_request`` hook, no
+    ``g``), and the labelled children are looked up once per (endpoint, method, status): prometheus_client's
+    ``labels()`` takes a lock and builds its key on every call."""
+    inner = app.wsgi_app
+
+    def timed(environ: dict[str, Any], start_response: Any) -> Any:
+        environ[_STARTED] = time.perf_counter()
+        return inner(environ, start_response)
+
+    app.wsgi_app = timed  # type: ignore[method-assign]
+    counters: dict[tuple[str, str, int], Any] = {}
+    timers: dict[str, Any] = {}
 
     @app.after_request
     def _count(response: Any) -> Any:
-        started = g.get("labelloop_started")
+        environ = request.environ
+        started = environ.get(_STARTED)
         endpoint = request.endpoint or "unknown"
-        metrics.http_requests.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
+        method = environ.get("REQUEST_METHOD", "")
+        status = response.status_code
+        counter = counters.get((endpoint, method, status))
+        if counter is None:
+            counter = metrics.http_requests.labels(endpoint=endpoint, method=method, status=str(status))
+            if len(counters) < _MAX_CHILDREN:  # endpoints, methods and statuses are few; bound it anyway
+                counters[(endpoint, method, status)] = counter
+        counter.inc()
         if started is not None:
-            metrics.http_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            timer = timers.get(endpoint)
+            if timer is None:
+                timer = timers.setdefault(endpoint, metrics.http_seconds.labels(endpoint=endpoint))
+            timer.observe(time.perf_counter() - started)
         return response

@@ -412,8 +412,8 @@ def evaluate_candidate(
     try:
         reports = []
         for name, ref in (
-            (candidate.id, adapter_ref(settings, candidate)),
-            (current.id if current else "base", adapter_ref(settings, current) if current else None),
+            (candidate.id, adapter_ref(candidate)),
+            (current.id if current else "base", adapter_ref(current) if current else None),
         ):
             started = time.monotonic()
             predictions = predictor.predict(tasks, config, project=project, adapter=ref) if tasks else []

@@ -13,6 +13,7 @@ Exposed by ``GET /metrics`` in the Prometheus text format. What they answer:
   bound, and running (the queue depth of the in-process engine).
 - ``labelloop_queue_depth{queue}``: jobs waiting in the RQ queue (read from Redis at scrape time).
 - ``labelloop_image_errors_total{reason}``, ``labelloop_skipped_controls_total{tag}``: what was not predicted.
+- ``labelloop_mark_detection_errors_total``: images on which the marks detector failed (predicted without marks).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class Metrics:
         )
         self.skipped_controls = Counter(
             "labelloop_skipped_controls", "Label-config controls not predicted, by tag.", ["tag"], registry=reg
+        )
+        self.mark_detection_errors = Counter(
+            "labelloop_mark_detection_errors", "Images the marks detector failed on.", registry=reg
         )
         if queue_depth is not None:
             reg.register(_QueueDepth(queue_depth))

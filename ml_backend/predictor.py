@@ -6,21 +6,27 @@ prediction cache → engine (batched, bounded concurrency) → regions (parsed, 
 
 Failure semantics, per task: an image that cannot be fetched or decoded, or a question missing from the task
 data, gives that task a prediction with ``error`` set (no regions, never cached); the other tasks are still
-predicted. Tasks not reached before ``deadline`` come back ``deferred``. For the whole call: a label config
+predicted. A marks detector failure on an image (:mod:`ml_backend.marks`: a grounding control with the marks
+label gets the detector's boxes) is logged and counted, and that task is predicted without detected marks.
+Tasks not reached before ``deadline`` come back ``deferred``. For the whole call: a label config
 that cannot be used raises :class:`~converters.errors.LabelConfigError`; an engine failure raises
 :class:`~ml_backend.engines.base.EngineError` (batches finished before it are already cached).
 
-Scores: a text answer scores ``exp(mean token log-prob)``; a box the same over the tokens that wrote it; a
-Choices control the chosen option's share of the options' probability (softmax of their exact log-likelihoods);
-a control is the mean of its regions (its answer's score when it found no box); the task is its lowest control,
-so one doubtful control sends the task to review first.
+Scores: a text answer scores ``exp(mean token log-prob)``; a box the same over the tokens that wrote it (a
+detected mark: the detector's score); a single-choice control the chosen option's share of the options'
+probability (softmax of their exact log-likelihoods); a multiple-choice one, whose answer is generated (as
+trained: the options joined by ", "), its answer's score; a control is the mean of its regions (its answer's
+score when it found no box); the task is its lowest control, so one doubtful control sends the task to review
+first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -38,14 +44,17 @@ from converters.media import MediaConfig, MediaFetcher, safe_url
 from ml_backend.cache import PredictionCache, config_hash
 from ml_backend.engines.base import AdapterRef, Generation, GenerationRequest
 from ml_backend.holder import ACTIVE, ActiveAdapter, Lease, ModelHolder
+from ml_backend.marks import MarksPlan, mark_regions, marks_on, marks_plan
 from ml_backend.prompts import Ask, asks_for, predictable, read_label_config
 from ml_backend.protocol import TaskInput, TaskPrediction, parse_task
 from ml_backend.regions import (
+    BoxRegion,
     ChoiceRegion,
     Region,
     TextRegion,
     answer_score,
     boxes_from_generation,
+    choices_from_text,
     clean_answer,
     option_probabilities,
 )
@@ -53,6 +62,7 @@ from ml_backend.regions import (
 if TYPE_CHECKING:
     from PIL import Image
 
+    from converters.marks.adapter import DetectedMark
     from converters.tasks import Task
     from ml_backend.metrics import Metrics
     from ml_backend.settings import Family, Settings
@@ -148,6 +158,27 @@ class _Work:
     task: TaskInput
     image: Image.Image | None = None
     error: str | None = None
+    marks: tuple[DetectedMark, ...] | None = None  # None: not detected (no marks control, or the detector failed)
+
+
+class _Loading:
+    """One batch's images on their way: those read already, and the image threads' futures for the others."""
+
+    def __init__(self, batch: list[int]) -> None:
+        self.batch = batch
+        self.done: dict[int, _Work] = {}
+        self.reads: list[Future[tuple[list[_Work], float]]] = []  # groups of local images
+        self.downloads: dict[int, Future[_Work]] = {}
+        self.seconds = 0.0  # how long reading the local images took (the slowest group)
+
+    def collect(self) -> list[_Work]:
+        """Every image of the batch (waiting for the threads), in batch order."""
+        for future in self.reads:
+            items, seconds = future.result()
+            self.seconds = max(self.seconds, seconds)
+            self.done.update((item.index, item) for item in items)
+        self.done.update((index, future.result()) for index, future in self.downloads.items())
+        return [self.done[index] for index in self.batch]
 
 
 class Predictor:
@@ -169,9 +200,17 @@ class Predictor:
         self._metrics = metrics
         self._semaphore = threading.BoundedSemaphore(settings.max_concurrency)
         self._pool = ThreadPoolExecutor(settings.fetch_workers, thread_name_prefix="labelloop-images")
+        self._decoders = max(1, min(settings.fetch_workers, _cores() - 1))  # local images read in parallel
         self._reported: set[str] = set()
         self._reported_lock = threading.Lock()
         self._local = threading.local()
+        # Settings that change what the model is asked or how its answer is read are part of every cache key, so
+        # a changed prompt or limit never serves an answer given under the old one.
+        self._answer_settings = json.dumps(
+            [settings.prompts, settings.max_new_tokens, settings.image_min_pixels, settings.image_max_pixels,
+             settings.review_control, settings.review_accept, settings.redact_label, settings.marks_label],
+            sort_keys=True,
+        )  # fmt: skip
 
     @property
     def holder(self) -> ModelHolder:
@@ -217,10 +256,14 @@ class Predictor:
             xml = label_config
             config = read_label_config(xml, self._settings)
         specs = predictable(config)
-        chash = config_hash(xml)
+        chash = config_hash(xml + self._answer_settings)
         self._report_skipped(config, chash)
+        marks = marks_plan(config, specs, enabled=self._settings.marks_detect)
         with self._holder.lease(project, adapter) as lease:
-            results = self._run(inputs, specs=specs, chash=chash, lease=lease, access=access, deadline=deadline)
+            results = self._run(
+                inputs, config=config, specs=specs, chash=marks.cache_tag(chash), lease=lease, access=access,
+                deadline=deadline, marks=marks,
+            )  # fmt: skip
         if self._metrics is not None:
             outcomes = Counter(_outcome(prediction) for prediction in results)
             for outcome, count in outcomes.items():
@@ -238,11 +281,13 @@ class Predictor:
         self,
         inputs: list[TaskInput],
         *,
+        config: LabelConfig,
         specs: list[ControlSpec],
         chash: str,
         lease: Lease,
         access: LabelStudioAccess | None,
         deadline: float | None,
+        marks: MarksPlan,
     ) -> list[TaskPrediction]:
         results: dict[int, TaskPrediction] = {}
         keys: list[str] = []
@@ -254,9 +299,11 @@ class Predictor:
         todo = [index for index in range(len(inputs)) if index not in results]
         size = self._settings.batch_size
         batches = [todo[start : start + size] for start in range(0, len(todo), size)]
-        pending = self._fetch(batches[0], inputs, specs, access) if batches else []
+        detect = marks.active
+        loading = self._fetch(batches[0], inputs, specs, access, ahead=False, detect=detect) if batches else None
         new: list[tuple[str, TaskPrediction]] = []
         last_batch = 0.0  # seconds the previous batch took: a batch is only started if it can end in time
+        last_engine: float | None = None  # seconds the engine took on the previous batch
         for number in range(len(batches)):
             started = time.monotonic()
             if deadline is not None and started + last_batch > deadline:
@@ -264,10 +311,17 @@ class Predictor:
                     results[index] = TaskPrediction(inputs[index].id, model_version=lease.model_version, deferred=True)
                 log.warning("predictor: deadline reached, %d task(s) deferred", sum(map(len, batches[number:])))
                 break
-            work = [self._collect(future) for future in pending]
-            if number + 1 < len(batches):  # fetch the next batch's images while the engine runs this one
-                pending = self._fetch(batches[number + 1], inputs, specs, access)
-            predictions = self._predict_batch(work, specs, lease)
+            assert loading is not None
+            work = loading.collect()
+            if number + 1 < len(batches):
+                # Load the next batch's images on the image threads while the engine runs this one, unless the
+                # engine proved quicker than the loading: then there is nothing to overlap, and the hops to the
+                # threads cost more than they save (thread switches; a no-op or very fast engine).
+                ahead = last_engine is None or last_engine > loading.seconds
+                loading = self._fetch(batches[number + 1], inputs, specs, access, ahead=ahead, detect=detect)
+            engine_before = self.engine_seconds()
+            predictions = self._predict_batch(work, config, specs, lease, marks)
+            last_engine = self.engine_seconds() - engine_before
             for item, prediction in zip(work, predictions, strict=True):
                 results[item.index] = prediction
             new.extend((keys[item.index], p) for item, p in zip(work, predictions, strict=True) if keys)
@@ -277,18 +331,56 @@ class Predictor:
         return [results[index] for index in range(len(inputs))]
 
     def _fetch(
-        self, batch: list[int], inputs: list[TaskInput], specs: list[ControlSpec], access: LabelStudioAccess | None
-    ) -> list[Future[_Work]]:
-        """Start loading the batch's images on the image threads (in parallel, and while the engine runs); a
-        batch of one is loaded right here."""
-        data_key = next((spec.data_key for spec in specs if spec.data_key), None)
-        if len(batch) == 1:  # nothing to overlap with: no thread hop
-            done: Future[_Work] = Future()
-            done.set_result(self._load(batch[0], inputs[batch[0]], data_key, access))
-            return [done]
-        return [self._pool.submit(self._load, index, inputs[index], data_key, access) for index in batch]
+        self,
+        batch: list[int],
+        inputs: list[TaskInput],
+        specs: list[ControlSpec],
+        access: LabelStudioAccess | None,
+        *,
+        ahead: bool,
+        detect: bool = False,
+    ) -> _Loading:
+        """Start loading the batch's images (:meth:`_Loading.collect` waits for them).
 
-    def _load(self, index: int, task: TaskInput, data_key: str | None, access: LabelStudioAccess | None) -> _Work:
+        Downloads wait on the network: each runs on an image thread, all in parallel. Reading and decoding a local
+        file is CPU work: the local images are split into at most one group per spare core (``_decoders``, cores
+        minus one), so they are decoded in parallel where there are cores for it and cost no thread hop per image
+        where there are not. Without ``ahead`` (a batch needed now) one group is read right here; ``ahead`` (while
+        the engine runs the previous batch), every group is read on an image thread. With ``detect``, the marks
+        detector runs on each image where it was decoded (:mod:`ml_backend.marks`).
+        """
+        data_key = next((spec.data_key for spec in specs if spec.data_key), None)
+        fetcher = self._images.fetcher(access)
+        loading = _Loading(batch)
+        local: list[int] = []
+        for index in batch:
+            url = inputs[index].data.get(data_key) if data_key else None
+            if isinstance(url, str) and fetcher.downloads(url):
+                loading.downloads[index] = self._pool.submit(self._load, index, inputs[index], data_key, access, detect)
+            else:
+                local.append(index)
+        count = min(len(local), self._decoders)
+        groups = [local[start::count] for start in range(count)]
+        here = groups.pop(0) if groups and not ahead else []
+        loading.reads = [self._pool.submit(self._load_all, group, inputs, data_key, access, detect) for group in groups]
+        if here:
+            items, loading.seconds = self._load_all(here, inputs, data_key, access, detect)
+            loading.done.update((item.index, item) for item in items)
+        return loading
+
+    def _load_all(
+        self, batch: list[int], inputs: list[TaskInput], data_key: str | None, access: LabelStudioAccess | None,
+        detect: bool = False,
+    ) -> tuple[list[_Work], float]:  # fmt: skip
+        """The batch's images, one after the other, and the seconds they took."""
+        started = time.perf_counter()
+        items = [self._load(index, inputs[index], data_key, access, detect) for index in batch]
+        return items, time.perf_counter() - started
+
+    def _load(
+        self, index: int, task: TaskInput, data_key: str | None, access: LabelStudioAccess | None,
+        detect: bool = False,
+    ) -> _Work:  # fmt: skip
         work = _Work(index, task)
         url = task.data.get(data_key) if data_key else None
         if not isinstance(url, str) or not url.strip():
@@ -301,22 +393,29 @@ class Predictor:
         except ImageError as exc:
             work.error = str(exc)
             self._count_image_error(exc.reason)
+            return work
+        if detect:
+            work.marks = marks_on(work.image, task.id, self._metrics)
         return work
-
-    def _collect(self, future: Future[_Work]) -> _Work:
-        return future.result()
 
     def _count_image_error(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.image_errors.labels(reason=reason).inc()
 
-    def _predict_batch(self, work: list[_Work], specs: list[ControlSpec], lease: Lease) -> list[TaskPrediction]:
+    def _predict_batch(
+        self, work: list[_Work], config: LabelConfig, specs: list[ControlSpec], lease: Lease, marks: MarksPlan
+    ) -> list[TaskPrediction]:
         family = lease.engine.family
+        tuned = lease.adapter is not None  # a labelloop adapter is asked exactly as its training rows ask
         asks: dict[int, list[Ask]] = {}
         for item in work:
             if item.error is None:
                 try:
-                    asks[item.index] = [ask for spec in specs for ask in asks_for(spec, item.task.data, family)]
+                    asks[item.index] = [
+                        ask
+                        for spec in marks.to_ask(specs, tuned=tuned)
+                        for ask in asks_for(spec, item.task.data, family, config=config, tuned=tuned)
+                    ]
                 except ConvertError as exc:
                     item.error = str(exc)
             if item.error is not None:
@@ -324,7 +423,7 @@ class Predictor:
         answers = self._generate(work, asks, lease)
         scored = self._score_options(work, asks, lease)
         return [
-            self._assemble(item, specs=specs, answers=answers, scored=scored, lease=lease, family=family)
+            self._assemble(item, config, specs, answers=answers, scored=scored, lease=lease, family=family, marks=marks)
             for item in work
         ]
 
@@ -360,14 +459,16 @@ class Predictor:
     def _assemble(
         self,
         item: _Work,
-        *,
+        config: LabelConfig,
         specs: list[ControlSpec],
+        *,
         answers: dict[tuple[int, str], list[tuple[Ask, Generation]]],
         scored: dict[tuple[int, str], list[float]],
         lease: Lease,
         family: Family,
+        marks: MarksPlan,
     ) -> TaskPrediction:
-        """One task's prediction from its answers and option scores."""
+        """One task's prediction from its answers, option scores and detected marks."""
         if item.error is not None:
             return TaskPrediction(item.task.id, model_version=lease.model_version, error=item.error)
         regions: list[Region] = []
@@ -377,8 +478,12 @@ class Predictor:
             if key in scored:
                 region, score = _choice_region(spec, scored[key])
                 regions.append(region)
-            elif key in answers:
-                found, score = _answer_regions(spec, answers[key], item, family)
+            elif key in answers or spec.name in marks.controls:
+                found, score = _answer_regions(config, marks.model_spec(spec), answers.get(key), item, family)
+                if spec.name in marks.controls:
+                    if item.marks is None and key not in answers:
+                        continue  # the detector failed, and the model was not asked
+                    found, score = _with_marks(found, score, spec, item, marks.label)
                 regions.extend(found)
             else:
                 continue
@@ -425,6 +530,14 @@ class Predictor:
                 self._metrics.skipped_controls.labels(tag=skipped.tag).inc()
 
 
+def _cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def _outcome(prediction: TaskPrediction) -> str:
     if prediction.cached:
         return "cached"
@@ -451,17 +564,25 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def _answer_regions(
-    spec: ControlSpec, answers: list[tuple[Ask, Generation]], item: _Work, family: Family
+    config: LabelConfig, spec: ControlSpec, answers: list[tuple[Ask, Generation]] | None, item: _Work, family: Family
 ) -> tuple[list[Region], float | None]:
-    """Regions of a text or grounding control from its generations, and the control's score."""
+    """Regions of a text, grounding or multiple-choice control from its generations, and the control's score
+    (no regions, no score when the model was not asked: a grounding control the marks detector fills alone)."""
     assert item.image is not None
+    if not answers:
+        return [], None
     to_name = spec.image or ""
+    if spec.kind == "choices":  # choice="multiple": generated like its training answer, "a, b"
+        _, generation = answers[0]
+        chosen = choices_from_text(generation.text, spec.labels)
+        score = answer_score(generation)
+        return ([ChoiceRegion(spec.name, to_name, chosen, score)] if chosen else []), score
     if spec.kind == "grounding":
         _, generation = answers[0]
         boxes = boxes_from_generation(
             generation,
             family=family,
-            labels=spec.labels,
+            labels=config.box_labels(spec),
             from_name=spec.name,
             to_name=to_name,
             original_size=item.image.size,
@@ -478,14 +599,27 @@ def _answer_regions(
     return [TextRegion(spec.name, to_name, texts, score)], score
 
 
+def _with_marks(
+    found: list[Region], score: float | None, spec: ControlSpec, item: _Work, label: str
+) -> tuple[list[Region], float | None]:
+    """A detector-filled grounding control: the model's boxes plus one per detected mark, re-numbered; the
+    control's score is the mean of all its boxes (unchanged when no mark was detected)."""
+    assert item.image is not None
+    detected = mark_regions(item.marks or (), label=label, spec=spec, original_size=item.image.size)
+    if not detected:
+        return found, score
+    boxes = [*found, *detected]
+    numbered: list[Region] = [
+        replace(box, region_id=_region_id(item.task.id, spec.name, n)) if isinstance(box, BoxRegion) else box
+        for n, box in enumerate(boxes)
+    ]
+    return numbered, _mean([box.score for box in boxes])
+
+
 def _choice_region(spec: ControlSpec, logprobs: list[float]) -> tuple[Region, float | None]:
-    """The chosen option(s): the most likely one; with ``choice="multiple"`` every option at least as likely
-    as a uniform guess (1/n of the options' probability), the most likely always included."""
+    """The chosen option of a single-choice control: the most likely one, scored by its share of the options'
+    probability."""
     shares = option_probabilities(logprobs)
     best = max(range(len(shares)), key=shares.__getitem__)
-    if spec.multiple:
-        chosen = [spec.labels[i] for i, share in enumerate(shares) if share >= 1.0 / len(shares) or i == best]
-    else:
-        chosen = [spec.labels[best]]
     score = round(shares[best], 6) if math.isfinite(shares[best]) else None
-    return ChoiceRegion(spec.name, spec.image or "", tuple(chosen), score), score
+    return ChoiceRegion(spec.name, spec.image or "", (spec.labels[best],), score), score

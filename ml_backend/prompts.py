@@ -2,18 +2,27 @@
 
 The label config is read by :mod:`converters.label_config` (one :class:`ControlSpec` per usable control, its
 question source and its prompt template); this module turns a spec and one task's data into :class:`Ask`
-objects, which the predictor sends to the engine:
+objects, which the predictor sends to the engine.
+
+**A model is asked the way it was trained.** A LoRA adapter of labelloop learnt from the exporter's rows
+(``converters/rows.py``), so it is asked with exactly their prompt: :meth:`LabelConfig.prompt_for`, the one
+definition both sides call, with questions normalised as the rows normalise them (``converters/text.py``). The
+base model was trained by Qwen, so for grounding with the default prompt it gets its family's own phrasing
+(:data:`GROUNDING_PROMPTS`), which makes it answer in its native syntax. A prompt given by the config or the
+settings is used for both. ``tests/test_train_serve_roundtrip.py`` encodes exporter rows with ms-swift's own
+templates and checks that the backend asks the same and parses the trained answers back.
 
 - ``caption`` / ``marked`` (TextArea): the spec's prompt; the answer becomes the text.
 - ``vqa`` (TextArea with a question): the question(s) from the task data, one answer per question.
-- ``grounding`` (RectangleLabels): a family-specific prompt naming the config's labels, so each family answers
-  in the syntax it was trained on (Qwen2-VL special tokens, Qwen2.5-VL/Qwen3-VL ``bbox_2d`` JSON).
-- ``choices`` (Choices): the spec's prompt, and every option scored by its likelihood as the answer.
+- ``grounding`` (RectangleLabels): a prompt naming the config's labels but the redact label (see above for
+  which prompt).
+- ``choices`` (Choices): the spec's prompt; a single choice scores every option by its likelihood as the whole
+  answer (its training target is the option), a ``choice="multiple"`` one is generated, as its training target
+  is the chosen options joined by ", " (no single option is a whole answer there).
 - ``review`` (the reviewer's verdict): never predicted.
 
-Templates: a control's ``prompt="..."`` attribute, else ``Settings.prompts[control name]``, else the default
-(for grounding: :data:`GROUNDING_PROMPTS` of the family). Placeholders: ``{question}``, ``{options}``,
-``{labels}``, ``{name}``, ``{how}``.
+Templates: a control's ``prompt="..."`` attribute, else ``Settings.prompts[control name]``, else the default.
+Placeholders: ``{question}``, ``{options}``, ``{labels}``, ``{name}``, ``{how}``.
 """
 
 from __future__ import annotations
@@ -25,11 +34,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from converters.label_config import ControlSpec, LabelConfig, parse_label_config
+from converters.text import normalize_text
 
 if TYPE_CHECKING:
     from ml_backend.settings import Family, Settings
 
 GROUNDING_PROMPTS: dict[str, str] = {
+    # The base models' own grounding phrasing (never a labelloop adapter's: see the module docstring).
     # Qwen2-VL answers grounding requests with <|object_ref_start|>…<|box_start|>(x1,y1),(x2,y2)<|box_end|>.
     "qwen2_vl": "Detect every object of these categories in the image: {labels}. "
     "Output the bounding box of each object together with its category.",
@@ -60,20 +71,28 @@ class Ask:
 
 
 @functools.lru_cache(maxsize=64)
-def _parse(xml: str, prompts_json: str, review_control: str, review_accept: str) -> LabelConfig:
+def _parse(xml: str, prompts_json: str, names: tuple[str, str, str, str]) -> LabelConfig:
+    review_control, review_accept, redact_label, marks_label = names
     return parse_label_config(
-        xml, prompts=json.loads(prompts_json), review_control=review_control, review_accept=review_accept
+        xml,
+        prompts=json.loads(prompts_json),
+        review_control=review_control,
+        review_accept=review_accept,
+        redact_label=redact_label,
+        marks_label=marks_label,
     )
 
 
 def read_label_config(xml: str, settings: Settings) -> LabelConfig:
-    """The parsed label config (cached per config text and prompt settings).
+    """The parsed label config, read with the same settings as the exporter's (prompts, review control and
+    accept value, redact and marks labels), cached per config text and settings.
 
     Raises:
         converters.errors.LabelConfigError: the config cannot be parsed or has no usable control.
     """
     prompts = json.dumps(settings.prompts, sort_keys=True)
-    return _parse(xml, prompts, settings.review_control, settings.review_accept)
+    names = (settings.review_control, settings.review_accept, settings.redact_label, settings.marks_label)
+    return _parse(xml, prompts, names)
 
 
 def predictable(config: LabelConfig) -> list[ControlSpec]:
@@ -81,27 +100,38 @@ def predictable(config: LabelConfig) -> list[ControlSpec]:
     return [spec for spec in config.controls if spec.kind != "review"]
 
 
-def grounding_prompt(spec: ControlSpec, family: Family) -> str:
-    """The grounding prompt: the family's default unless the config or the settings gave one."""
-    if spec.prompt_source != "default":
-        return spec.render_prompt()
-    return GROUNDING_PROMPTS[family].replace("{labels}", ", ".join(spec.labels))
+def grounding_prompt(config: LabelConfig, spec: ControlSpec, family: Family, *, tuned: bool) -> str:
+    """The grounding prompt: the training prompt for a labelloop adapter (``tuned``) or when the config or the
+    settings gave one; the family's own phrasing for the base model."""
+    if tuned or spec.prompt_source != "default":
+        return config.prompt_for(spec)
+    return GROUNDING_PROMPTS[family].replace("{labels}", ", ".join(config.box_labels(spec)))
 
 
-def asks_for(spec: ControlSpec, data: Mapping[str, Any], family: Family) -> list[Ask]:
-    """What to ask the model for ``spec`` about one task.
+def asks_for(
+    spec: ControlSpec, data: Mapping[str, Any], family: Family, *, config: LabelConfig, tuned: bool
+) -> list[Ask]:
+    """What to ask the model for ``spec`` (a control of ``config``) about one task.
+
+    ``tuned``: the model answering is a labelloop adapter, trained on the exporter's rows.
 
     Raises:
         converters.errors.ConvertError: the task lacks the question the control reads (``data.<key>: missing``).
     """
     if spec.kind in ("caption", "marked"):
-        return [Ask(spec, spec.render_prompt())]
+        return [Ask(spec, config.prompt_for(spec))]
     if spec.kind == "vqa":
         questions = spec.question.resolve(data) if spec.question else []
-        return [Ask(spec, spec.render_prompt(question=q), index=i) for i, q in enumerate(questions)]
+        return [Ask(spec, config.prompt_for(spec, question=_question(q)), index=i) for i, q in enumerate(questions)]
     if spec.kind == "grounding":
-        return [Ask(spec, grounding_prompt(spec, family))]
+        return [Ask(spec, grounding_prompt(config, spec, family, tuned=tuned))]
     if spec.kind == "choices":
-        question = spec.question.resolve(data)[0] if spec.question else None
-        return [Ask(spec, spec.render_prompt(question=question), options=spec.labels)]
+        question = _question(spec.question.resolve(data)[0]) if spec.question else None
+        options = () if spec.multiple else spec.labels
+        return [Ask(spec, config.prompt_for(spec, question=question), options=options)]
     return []
+
+
+def _question(text: str) -> str:
+    """A question as the exporter's rows write it (``RowOptions.normalize_text``, on by default and in the loop)."""
+    return normalize_text(text)

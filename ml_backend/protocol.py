@@ -31,6 +31,9 @@ from pydantic import SecretStr
 from ml_backend.exceptions import LabelloopError
 from ml_backend.regions import BoxRegion, ChoiceRegion, Region, TextRegion
 
+# Canonical JSON of task data (cache keys). Built once: json.dumps with options builds an encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
 
 class RequestError(LabelloopError):
     """A request body that does not follow the protocol; answered as a JSON 400 with this message."""
@@ -133,10 +136,13 @@ class TaskInput:
     data: Mapping[str, Any]
     project: int | None = None
 
+    def canonical_data(self) -> str:
+        """The task data as canonical JSON (sorted keys, no spaces): equal data, equal text."""
+        return _CANONICAL.encode(self.data)
+
     def data_hash(self) -> str:
-        """sha256 of the task data (canonical JSON), for the prediction cache key."""
-        blob = json.dumps(self.data, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        """sha256 of the task data (canonical JSON)."""
+        return hashlib.sha256(self.canonical_data().encode()).hexdigest()
 
 
 def parse_task(value: Any, where: str) -> TaskInput:

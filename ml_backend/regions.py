@@ -9,10 +9,15 @@ A model family's conventions stop here (and in ``prompts.py``):
   ``min_pixels`` and ``max_pixels``) must be undone with the size the engine reports.
 - **Qwen3-VL** writes the same JSON on a 0–1000 grid.
 
-Both syntaxes are accepted for every family (a model fine-tuned with ms-swift's ``objects`` format writes the
-token syntax whatever its family); the *frame* is always the family's. Truncated JSON keeps its complete
-objects, markdown fences and prose around the answer are ignored, single-quoted pseudo-JSON is read by a
-fallback pattern.
+Both syntaxes are accepted for every family: a base model answers in its native one, and a model fine-tuned on
+the exporter's rows (ms-swift ``objects``, ``<ref-object><bbox>``) writes what ms-swift 4.6's Qwen templates
+render, which is the token syntax for all three families (``QWENVL_BBOX_FORMAT=legacy``, its default and what
+labelloop's training pins) in the family's own frame: ``Qwen2VLTemplate`` and ``Qwen3VLTemplate`` normalise to
+0-1000 (``norm_bbox='norm1000'``), ``Qwen2_5VLTemplate`` (``norm_bbox='none'``) to pixels of the image after
+its smart resize. So the *frame* is always the family's, whatever the syntax. ms-swift's other rendering,
+``QWENVL_BBOX_FORMAT=new`` (``cat[x1, y1, x2, y2]``), is read as a fallback, as is Qwen2-VL's syntax with its
+special tokens stripped (``cat(x1,y1),(x2,y2)``). Truncated JSON keeps its complete objects, markdown fences and
+prose around the answer are ignored, single-quoted pseudo-JSON is read by a fallback pattern.
 
 Inside labelloop a box is ``(x0, y0, x1, y1)`` in pixels of the original image; :func:`box_region` turns it
 into Label Studio's percent ``x, y, width, height`` with ``original_width``/``original_height``.
@@ -65,6 +70,7 @@ _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _REF_RE = re.compile(r"<\|object_ref_start\|>(.*?)<\|object_ref_end\|>", re.DOTALL)
 _TOKEN_BOX_RE = re.compile(rf"<\|box_start\|>\s*\({_NUM},{_NUM}\)\s*,?\s*\({_NUM},{_NUM}\)\s*<\|box_end\|>")
 _BARE_BOX_RE = re.compile(rf"\({_NUM},{_NUM}\)\s*,\s*\({_NUM},{_NUM}\)")
+_LIST_BOX_RE = re.compile(rf"\[{_NUM},{_NUM},{_NUM},{_NUM}\]")
 _LOOSE_BBOX_RE = re.compile(rf"""["']?bbox(?:_2d)?["']?\s*:\s*\[{_NUM},{_NUM},{_NUM},{_NUM}\]""")
 _LOOSE_LABEL_RE = re.compile(r"""["']?label["']?\s*:\s*["']([^"'\n]*)["']""")
 
@@ -79,7 +85,9 @@ def parse_boxes(text: str) -> list[ParsedBox]:
     boxes = _parse_token_boxes(text)
     boxes.extend(_parse_json_boxes(text))
     if not boxes:
-        boxes = _parse_bare_boxes(text)
+        boxes = _parse_labelled_boxes(text, _BARE_BOX_RE)
+    if not boxes:
+        boxes = _parse_labelled_boxes(text, _LIST_BOX_RE)
     boxes.sort(key=lambda box: box.span[0])
     return boxes
 
@@ -100,11 +108,13 @@ def _parse_token_boxes(text: str) -> list[ParsedBox]:
     return found
 
 
-def _parse_bare_boxes(text: str) -> list[ParsedBox]:
-    """Qwen2-VL's syntax after a server dropped its special tokens: ``dog(10,20),(300,400)``."""
+def _parse_labelled_boxes(text: str, pattern: re.Pattern[str]) -> list[ParsedBox]:
+    """Boxes of ``pattern`` labelled by the text before them on their line (else the line before): Qwen2-VL's
+    syntax after a server dropped its special tokens, ``dog(10,20),(300,400)``, and ms-swift's
+    ``QWENVL_BBOX_FORMAT=new`` rendering of ``<ref-object><bbox>``, ``dog[10, 20, 300, 400]``."""
     found: list[ParsedBox] = []
     previous_end = 0
-    for match in _BARE_BOX_RE.finditer(text):
+    for match in pattern.finditer(text):
         lines = [line for line in text[previous_end : match.start()].splitlines() if line.strip()]
         label = lines[-1].strip(" \t,.;:") if lines else ""
         coords = (float(match[1]), float(match[2]), float(match[3]), float(match[4]))
@@ -457,6 +467,23 @@ def boxes_from_generation(
             )
         )
     return regions
+
+
+def choices_from_text(text: str, options: Sequence[str]) -> tuple[str, ...]:
+    """The options a generated multiple-choice answer names, in the options' order.
+
+    Training rows answer with the chosen options joined by ", " (``converters/rows.py``); the answer is split at
+    commas, semicolons and new lines and each piece matched like a box label (:func:`match_label`: case,
+    punctuation, plurals). An answer that is one option as a whole is that option (an option may hold a comma).
+    Pieces naming no option are ignored.
+
+    Example: ``choices_from_text("Indoor, text", ["indoor", "people", "text"]) == ("indoor", "text")``.
+    """
+    answer = clean_answer(text)
+    if answer in options:
+        return (answer,)
+    named = {match_label(piece, options) for piece in re.split(r"[,;\n]", answer) if piece.strip()}
+    return tuple(option for option in options if option in named)
 
 
 def clean_answer(text: str) -> str:

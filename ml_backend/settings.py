@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         "placeholders {question}, {options}, {labels}, {name}, {how}. A control's own `prompt` attribute in the "
         "label config wins over this.",
     )
+    marks_detect: bool = Field(
+        True,
+        description="Pre-annotate the marks drawn on screenshots with the marks detector: a RectangleLabels control "
+        "with the marks label gets one box per detected mark, and the model is asked only for its other labels "
+        "(false: the model is asked for the marks label too).",
+    )
     predict_deadline: float = Field(
         80.0,
         gt=0,
@@ -237,7 +243,15 @@ class Settings(BaseSettings):
     )
     swift_extra_args: str = Field(
         "",
-        description="Extra `swift sft` arguments passed through verbatim (e.g. DeepSpeed or torchrun flags).",
+        description="Extra `swift sft` arguments passed through verbatim (e.g. `--deepspeed zero2`).",
+    )
+    train_nproc: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Training processes on the worker's machine, one per GPU (what ms-swift calls NPROC_PER_NODE): "
+        "above 1, `swift sft` runs data-parallel under torchrun (`--standalone --nproc_per_node N`) on the "
+        "worker's CUDA_VISIBLE_DEVICES; 1 runs one process.",
     )
     gradient_checkpointing: bool = Field(
         True, description="Trade compute for memory while training (turn off for tiny models on CPU)."

@@ -9,11 +9,9 @@ each difference: the holder loads the new adapter while the old one keeps servin
 engine, the runtime LoRA endpoint for ``openai``), then flips the project's reference, so no request fails and
 ``/setup`` and new predictions carry the new ``model_version``.
 
-Engines differ in how they name an adapter (:func:`adapter_ref`): the in-process ``transformers`` engine loads the
-adapter directory with peft; for ``openai`` (vLLM) the adapter is a served model name, so the version is first
-loaded into the server at runtime (``POST {openai_base_url}/load_lora_adapter`` with ``lora_name`` = the version
-id and ``lora_path`` = its directory, which the server must see at the same path; vLLM needs
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), then served under the version id.
+Every engine gets the same :class:`AdapterRef` for a version (:func:`adapter_ref`: its id and its directory) and
+makes it servable its own way in ``load_adapter``: peft for the in-process ``transformers`` engine; for ``openai``
+the server's model list, else vLLM's runtime ``/load_lora_adapter`` (``engines/openai.py``).
 
 Failures: an adapter that cannot be loaded (``EngineError``) is logged and leaves the old version serving; it
 is tried again at the next poll (not in a tight loop). Redis being down only stops the messages; the registry
@@ -43,51 +41,10 @@ log = logging.getLogger(__name__)
 WATCHER_EXTENSION = "labelloop.swaps"
 
 
-def adapter_ref(settings: Settings, version: ModelVersion) -> AdapterRef:
-    """How the configured engine addresses ``version``: its directory for ``transformers``; for ``openai`` the
-    served name (the version id), after loading it into the server with :func:`load_on_server`.
-
-    Raises:
-        EngineError: the server refused or could not be reached.
-    """
-    if settings.engine == "openai":
-        load_on_server(settings, version)
-        return AdapterRef(version.id, version.id)
+def adapter_ref(version: ModelVersion) -> AdapterRef:
+    """The adapter of a registry version, for any engine: its id (the served name for ``openai``) and its
+    directory. The backend, the bulk job and the evaluator all address versions through this."""
     return AdapterRef(version.id, version.adapter_path)
-
-
-def load_on_server(settings: Settings, version: ModelVersion) -> None:
-    """Ask the OpenAI-compatible server (vLLM) to load ``version`` as a LoRA named after it (idempotent: an adapter
-    the server already has is fine).
-
-    Raises:
-        EngineError: no ``openai_base_url``, the server is unreachable, or it refused (the message carries its
-            answer, e.g. runtime LoRA updating disabled).
-    """
-    import httpx
-
-    if not settings.openai_base_url:
-        raise EngineError("openai: LABELLOOP_OPENAI_BASE_URL is not set; cannot load an adapter")
-    headers = {}
-    if settings.openai_api_key is not None:
-        headers["Authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
-    url = settings.openai_base_url.rstrip("/") + "/load_lora_adapter"
-    try:
-        response = httpx.post(
-            url,
-            json={"lora_name": version.id, "lora_path": version.adapter_path},
-            headers=headers,
-            timeout=settings.engine_timeout,
-        )
-    except httpx.HTTPError as exc:
-        raise EngineError(f"openai: cannot load adapter {version.id} into the server: {exc}") from exc
-    if response.status_code == 200 or "already" in response.text.lower():
-        log.info("swaps: the server serves adapter %s from %s", version.id, version.adapter_path)
-        return
-    raise EngineError(
-        f"openai: the server refused adapter {version.id} ({response.status_code}: {response.text[:300]}); "
-        "vLLM needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and the adapter directory at the same path"
-    )
 
 
 class SwapWatcher:
@@ -141,7 +98,7 @@ class SwapWatcher:
                 if failed_at is not None and time.monotonic() - failed_at < self.settings.swap_poll_interval:
                     continue
                 try:
-                    ref = adapter_ref(self.settings, version) if version else None
+                    ref = adapter_ref(version) if version else None
                     changed[project] = self.holder.activate(project, ref)
                 except EngineError as exc:
                     self._failed[key] = time.monotonic()

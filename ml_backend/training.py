@@ -8,6 +8,17 @@ come from :class:`~ml_backend.settings.Settings` (model, family, LoRA rank/alpha
 rate, batch, MAX_PIXELS, freeze_vit, modules_to_save) plus ``swift_extra_args`` verbatim, so DeepSpeed or
 anything ms-swift accepts can be passed through.
 
+**Several GPUs** (``train_nproc`` > 1): ``python -m swift.cli.sft`` alone runs one process whatever
+``NPROC_PER_NODE`` says; only ms-swift's launcher (``swift sft``, ``swift/cli/main.py``) turns ``NPROC_PER_NODE``
+into ``python -m torch.distributed.run --nproc_per_node N <swift/cli/sft.py> ...``. labelloop builds that torchrun
+command itself rather than going through the ``swift`` wrapper, whose ``subprocess.run`` child would outlive a
+killed wrapper: ``python -m torch.distributed.run --standalone --nproc_per_node N --module swift.cli.sft ...``
+(``--standalone``: a free rendezvous port, so two trainings on one machine do not both want 29500; ``--module``:
+the same ``sys.path`` as the one-process command). torchrun is the child in its own session; it starts each rank
+in a session *of its own*, so cancel and timeout signal the groups of every descendant too (taken before the
+first signal, as ranks are re-parented once torchrun exits), and the death signal from a dying worker is SIGTERM,
+which torchrun handles by stopping its ranks (SIGKILL would orphan them).
+
 The environment is offline (``HF_HUB_OFFLINE`` and friends, ``--check_model false``: ms-swift otherwise asks
 ModelScope about the model), and ``--dataloader_num_workers 0`` avoids a forked data loader.
 
@@ -30,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ml_backend.exceptions import ConfigError, LabelloopError
 from ml_backend.registry import adapter_problem
@@ -124,6 +135,17 @@ def training_dtype(settings: Settings) -> str:
     return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
+def launcher(settings: Settings, python: str = sys.executable) -> list[str]:
+    """How ``swift sft`` is started: ``python -m swift.cli.sft`` for one process, else under torchrun with
+    ``train_nproc`` ranks (see the module docstring)."""
+    if settings.train_nproc <= 1:
+        return [python, "-m", "swift.cli.sft"]
+    return [
+        python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(settings.train_nproc),
+        "--module", "swift.cli.sft",
+    ]  # fmt: skip
+
+
 def sft_command(
     settings: Settings,
     dataset: Path,
@@ -132,7 +154,8 @@ def sft_command(
     python: str = sys.executable,
     dtype: str | None = None,
 ) -> list[str]:
-    """The ``python -m swift.cli.sft`` argument list for ``dataset`` (an ms-swift JSONL) into ``output_dir``.
+    """The command training ``dataset`` (an ms-swift JSONL) into ``output_dir``: :func:`launcher` and the
+    ``swift sft`` arguments.
 
     Raises:
         ConfigError: the model family cannot be resolved, or ``swift_extra_args`` does not parse as shell words.
@@ -141,7 +164,7 @@ def sft_command(
     dtype = dtype or training_dtype(settings)
     flag = {True: "true", False: "false"}
     args = [
-        python, "-m", "swift.cli.sft",
+        *launcher(settings, python),
         "--model", settings.model, "--model_type", family, "--template", family,
         "--tuner_type", "lora", "--dataset", str(dataset), "--output_dir", str(output_dir),
         "--lora_rank", str(settings.lora_rank), "--lora_alpha", str(settings.lora_alpha),
@@ -168,13 +191,18 @@ def sft_command(
 
 
 def sft_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: ``base`` (default: ours) plus offline switches and MAX_PIXELS.
+    """The child's environment: ``base`` (default: ours) plus offline switches, MAX_PIXELS and
+    ``QWENVL_BBOX_FORMAT=legacy``.
 
-    ``LABELLOOP_*`` variables are dropped: the child needs none of them and some hold secrets.
+    ``LABELLOOP_*`` variables are dropped: the child needs none of them and some hold secrets. The box format is
+    pinned because the exporter's grounding rows (``<ref-object><bbox>``) are written for ms-swift's legacy
+    rendering, the Qwen-VL box tokens the backend's parser reads (``regions.py``); a ``new`` left in the worker's
+    environment would silently teach another syntax.
     """
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("LABELLOOP_")}
     env.update(OFFLINE_ENV)
     env["MAX_PIXELS"] = str(settings.max_pixels)
+    env["QWENVL_BBOX_FORMAT"] = "legacy"
     return env
 
 
@@ -240,23 +268,73 @@ def find_adapter(output_dir: Path) -> Path | None:
     return None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when the process that started it dies."""
+
+    def arm() -> None:  # pragma: no cover - runs in the child between fork and exec
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return arm
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from ``/proc``; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_groups(groups: set[int], sig: int) -> None:
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+
+
+def start(
+    command: list[str], *, cwd: Path, env: dict[str, str], sink: IO[bytes], torchrun: bool
+) -> subprocess.Popen[bytes]:
+    """Start the training command in a session of its own, output to ``sink``, dying with this process: by SIGKILL
+    for one ``swift sft`` process, by SIGTERM for torchrun (which then stops its ranks; a SIGKILLed torchrun would
+    leave them running in their own sessions)."""
+    return subprocess.Popen(
+        command,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(signal.SIGTERM if torchrun else signal.SIGKILL),  # noqa: PLW1509 - prctl only
+    )
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE) -> None:
-    """SIGTERM the child's process group, then SIGKILL it if it is still there after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+    """SIGTERM the child's process group and the groups of all its descendants (torchrun gives each rank a
+    session of its own), then SIGKILL them all after ``grace`` seconds or once the child is gone."""
+    groups = {proc.pid}
+    for pid in _descendants(proc.pid):  # before any signal: ranks are re-parented once torchrun exits
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+            groups.add(os.getpgid(pid))
+    groups.discard(os.getpgrp())  # never our own
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        _signal_groups(groups, sig)
         try:
             proc.wait(timeout=wait)
             break
         except subprocess.TimeoutExpired:
             continue
-    with contextlib.suppress(ProcessLookupError):  # stragglers of the group, if the leader went first
-        os.killpg(proc.pid, signal.SIGKILL)
+    _signal_groups(groups, signal.SIGKILL)  # stragglers of the groups, if the leader went first
 
 
 def run_sft(
@@ -287,20 +365,14 @@ def run_sft(
     log_path = run_dir / "train.log"
     command = sft_command(settings, dataset.resolve(), output_dir.resolve())
     limit = float(timeout if timeout is not None else settings.train_timeout)
+    env = sft_env(settings)
+    if settings.train_nproc == 1 and env.get("NPROC_PER_NODE", "1") != "1":
+        log.warning("training: NPROC_PER_NODE=%s is not used; set LABELLOOP_TRAIN_NPROC", env["NPROC_PER_NODE"])
     log.info("training: %s", " ".join(shlex.quote(part) for part in command))
     started = time.monotonic()
     seen = 0
     with log_path.open("ab") as sink:
-        proc = subprocess.Popen(
-            command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=run_dir,
-            env=sft_env(settings),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-        )
+        proc = start(command, cwd=run_dir, env=env, sink=sink, torchrun=settings.train_nproc > 1)
         if on_start is not None:
             on_start(proc.pid)
         try:

@@ -182,21 +182,27 @@ class ImageServer:
         return self.url.split("//", 1)[1]
 
 
-MEMO_BOX = "<|object_ref_start|>cat<|object_ref_end|><|box_start|>(100,200),(500,600)<|box_end|>"
+MEMO_BOX = "<|object_ref_start|>cat<|object_ref_end|><|box_start|>(125,346),(587,903)<|box_end|>"
 MEMO_CAPTION = "a small coloured square"
 MEMO_QUESTION = "What colour is it?"
 MEMO_ANSWER = "it is a colour"
 
 
 def memo_pairs() -> list[tuple[str, str]]:
-    """The prompts the memo adapter answers, exactly as the predictor asks them, and the answers."""
-    from converters.label_config import DEFAULT_PROMPTS
-    from ml_backend.prompts import GROUNDING_PROMPTS
+    """The prompts the memo adapter answers, exactly as the predictor asks an adapter (the prompts of the
+    exporter's training rows), and the answers."""
+    from converters.label_config import parse_label_config
+    from ml_backend.prompts import asks_for
+
+    def prompt(xml: str) -> str:
+        config = parse_label_config(xml)
+        [ask] = asks_for(config.controls[0], {"question": MEMO_QUESTION}, "qwen2_vl", config=config, tuned=True)
+        return ask.prompt
 
     return [
-        (DEFAULT_PROMPTS["caption"], MEMO_CAPTION),
-        (GROUNDING_PROMPTS["qwen2_vl"].replace("{labels}", "cat, dog"), MEMO_BOX),
-        (MEMO_QUESTION, MEMO_ANSWER),
+        (prompt(CAPTION_CONFIG), MEMO_CAPTION),
+        (prompt(GROUNDING_CONFIG), MEMO_BOX),
+        (prompt(VQA_CONFIG), MEMO_ANSWER),
     ]
 
 
@@ -248,7 +254,7 @@ def train_memo_adapter(base: Path, out_dir: Path, *, steps: int = 600, seed: int
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if loss.item() < 0.01:
+        if loss.item() < 0.001:  # memorised well enough to survive batching and padding
             break
     peft_model.save_pretrained(str(out_dir))
     return out_dir

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,6 +65,18 @@ def test_importing_the_app_does_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_serving_entry_point_freezes_the_heap(tmp_path: Path) -> None:
+    """``application()`` (what gunicorn runs) takes the imported modules and the app out of the garbage collector's
+    walks (``gc.freeze``); a subprocess, so that this test process's heap stays collectable."""
+    code = (
+        "import gc, sys; from ml_backend.wsgi import application; from ml_backend.settings import Settings; "
+        f"application(Settings(_env_file=None, data_dir={str(tmp_path)!r}, log_level='WARNING')); "
+        "print(gc.get_freeze_count())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(result.stdout.strip()) > 10_000
 
 
 def test_health_is_cheap_and_public(make_app: Callable[..., Flask], engine: ScriptedEngine) -> None:

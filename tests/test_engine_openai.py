@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from backend_helpers import CAPTION_CONFIG, GROUNDING_CONFIG, MEMO_BOX, MEMO_CAPTION
+from backend_helpers import CAPTION_CONFIG, GROUNDING_CONFIG, MEMO_CAPTION
 from PIL import Image
+from vllm_standin import VllmStandIn
 
 from ml_backend.engines.base import AdapterRef, EngineError, GenerationRequest
 from ml_backend.engines.openai import OpenAIEngine
@@ -40,6 +41,7 @@ BOX_TOKENS = [
     ("),(", -0.01), ("5", -0.4), ("0", -0.1), ("0", -0.1), (",", -0.01), ("6", -0.3), ("0", -0.1), ("0", -0.1),
     (")", -0.01), ("<|box_end|>", -0.02),
 ]  # fmt: skip
+RECORDED_BOX = "<|object_ref_start|>cat<|object_ref_end|><|box_start|>(100,200),(500,600)<|box_end|>"
 # What vLLM 0.x answers to /v1/chat/completions with logprobs for a LoRA served as `--lora-modules p1-v3=...`
 # (shape recorded from vLLM's OpenAI server; the model name echoes the LoRA's).
 VLLM_LORA_ANSWER: dict[str, Any] = {
@@ -50,7 +52,7 @@ VLLM_LORA_ANSWER: dict[str, Any] = {
     "choices": [
         {
             "index": 0,
-            "message": {"role": "assistant", "reasoning_content": None, "content": MEMO_BOX, "tool_calls": []},
+            "message": {"role": "assistant", "reasoning_content": None, "content": RECORDED_BOX, "tool_calls": []},
             "logprobs": {
                 "content": [
                     {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
@@ -140,7 +142,7 @@ def test_lora_is_selected_by_model_name(make_settings: Callable[..., Settings]) 
     assert url.startswith("data:image/png;base64,")
     sent_image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert sent_image.size == generation.input_size == (644, 476)  # smart resize (28) under the default 1003520
-    assert generation.text == MEMO_BOX and "".join(generation.tokens) == MEMO_BOX
+    assert generation.text == RECORDED_BOX and "".join(generation.tokens) == RECORDED_BOX
     assert generation.logprobs[5] == -0.3 and not generation.truncated
 
 
@@ -155,16 +157,129 @@ def test_the_base_model_name_and_no_special_tokens_flag_for_json_families(
     assert generation.input_size == (256, 192)  # multiples of 32 for Qwen3-VL, at most 50176 pixels
 
 
-def test_an_adapter_the_server_does_not_serve(make_settings: Callable[..., Settings]) -> None:
-    server = RecordedServer()
-    engine = recorded_engine(make_settings, server)
+# --- runtime LoRA loading, against a stand-in for vLLM's server (tests/vllm_standin.py) ---------------------------
+
+
+@pytest.fixture
+def vllm() -> Iterator[VllmStandIn]:
+    server = VllmStandIn(base="Qwen/Qwen2-VL-7B-Instruct")
+    yield server
+    server.close()
+
+
+def adapter_dir(root: Path, name: str) -> str:
+    """A directory with an adapter config, as vLLM checks for before loading it."""
+    (root / name).mkdir(parents=True)
+    (root / name / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    return str(root / name)
+
+
+def standin_engine(make_settings: Callable[..., Settings], server: VllmStandIn) -> OpenAIEngine:
+    return OpenAIEngine(make_settings(engine="openai", openai_base_url=server.url, openai_model=server.base,
+                                      model=server.base, model_family="qwen2_vl"))  # fmt: skip
+
+
+def test_an_adapter_is_loaded_into_vllm_at_runtime_and_asked_for_by_its_version(
+    make_settings: Callable[..., Settings], vllm: VllmStandIn, tmp_path: Path
+) -> None:
+    engine = standin_engine(make_settings, vllm)
+    adapter = AdapterRef("p1-v3", adapter_dir(tmp_path, "p1-v3"))
+    engine.load_adapter(adapter)
+    assert vllm.posts("load_lora_adapter") == [{"lora_name": "p1-v3", "lora_path": adapter.path}]
+    assert "p1-v3" in engine.served_models()
+    engine.load_adapter(adapter)  # idempotent: known, nothing sent
+    assert len(vllm.posts("load_lora_adapter")) == 1
+    [generation] = engine.generate([GenerationRequest(IMAGE, "Describe.", 8, adapter)])
+    [base] = engine.generate([GenerationRequest(IMAGE, "Describe.", 8)])
+    assert [body["model"] for body in vllm.posts("chat/completions")] == ["p1-v3", "Qwen/Qwen2-VL-7B-Instruct"]
+    assert generation.text == base.text == "a caption"
+    # Another backend process finds it served and loads nothing.
+    other = standin_engine(make_settings, vllm)
+    other.load_adapter(adapter)
+    assert len(vllm.posts("load_lora_adapter")) == 1
+    # Unloading is for the engine that loaded it; the other one's unload leaves the server alone.
+    other.unload_adapter(adapter)
+    assert vllm.posts("unload_lora_adapter") == []
+    engine.unload_adapter(adapter)
+    assert vllm.posts("unload_lora_adapter") == [{"lora_name": "p1-v3"}]
+    assert "p1-v3" not in engine.served_models()
+    engine.close()
+    other.close()
+
+
+def test_a_request_for_an_adapter_another_process_unloaded_loads_it_again(
+    make_settings: Callable[..., Settings], vllm: VllmStandIn, tmp_path: Path
+) -> None:
+    first, second = standin_engine(make_settings, vllm), standin_engine(make_settings, vllm)
+    adapter = AdapterRef("p1-v3", adapter_dir(tmp_path, "p1-v3"))
+    first.load_adapter(adapter)
+    second.load_adapter(adapter)  # served already: second relies on first's load
+    first.unload_adapter(adapter)  # e.g. first swapped to p1-v4 before second did
+    [generation] = second.generate([GenerationRequest(IMAGE, "Describe.", 8, adapter)])
+    assert generation.text == "a caption"
+    chats = vllm.posts("chat/completions")
+    assert [body["model"] for body in chats] == ["p1-v3", "p1-v3"]  # 404, loaded again, retried once
+    assert len(vllm.posts("load_lora_adapter")) == 2
+    first.close()
+    second.close()
+
+
+def test_vllms_already_loaded_answer_is_success(
+    make_settings: Callable[..., Settings], vllm: VllmStandIn, tmp_path: Path
+) -> None:
+    """Two backend processes both see the adapter missing and both ask vLLM to load it: the second gets 400."""
+    adapter = AdapterRef("p1-v3", adapter_dir(tmp_path, "p1-v3"))
+    vllm.after_models = lambda: vllm.register("p1-v3", adapter.path)  # the other process loads it meanwhile
+    engine = standin_engine(make_settings, vllm)
+    engine.load_adapter(adapter)
+    [attempt] = vllm.posts("load_lora_adapter")
+    assert attempt == {"lora_name": "p1-v3", "lora_path": adapter.path}
+    engine.unload_adapter(adapter)  # not this engine's load: the server keeps it for the other process
+    assert vllm.posts("unload_lora_adapter") == [] and "p1-v3" in vllm.loras
+    engine.close()
+
+
+def test_an_adapter_vllm_cannot_load(make_settings: Callable[..., Settings], vllm: VllmStandIn) -> None:
+    engine = standin_engine(make_settings, vllm)
     with pytest.raises(EngineError) as info:
-        engine.load_adapter(AdapterRef("p1-v9", "p1-v9"))
-    assert str(info.value) == ("openai: the server does not serve 'p1-v9' (adapter p1-v9); it serves "
-                               "Qwen/Qwen2-VL-7B-Instruct, p1-v3")  # fmt: skip
+        engine.load_adapter(AdapterRef("p1-v9", "/adapters/p1-v9"))
+    assert str(info.value) == (
+        f"openai: {vllm.url}/ refused to load adapter p1-v9 from /adapters/p1-v9 (HTTP 404: Loading lora p1-v9 "
+        "failed: No adapter found for /adapters/p1-v9); the adapter directory must exist at the same path on the "
+        "server"
+    )
+    with pytest.raises(EngineError, match="refused to load adapter p1-v9"):  # a request loads it first, and fails
+        engine.generate([GenerationRequest(IMAGE, "x", 4, AdapterRef("p1-v9", "/adapters/p1-v9"))])
+    engine.close()
+
+
+def test_a_server_without_runtime_lora_loading(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    server = VllmStandIn(base="Qwen/Qwen2-VL-7B-Instruct", runtime_lora=False)
+    try:
+        engine = standin_engine(make_settings, server)
+        with pytest.raises(EngineError) as info:
+            engine.load_adapter(AdapterRef("p1-v3", adapter_dir(tmp_path, "p1-v3")))
+        assert str(info.value).endswith(
+            "(HTTP 404: Not Found); the server has no runtime LoRA loading: start vLLM with --enable-lora and "
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+        )
+        # Adapters the server was started with (vLLM --lora-modules p1-v3=...) are used as they are.
+        server.register("p1-v3", "/adapters/p1-v3")
+        engine.load_adapter(AdapterRef("p1-v3", "/adapters/p1-v3"))
+        [generation] = engine.generate([GenerationRequest(IMAGE, "x", 4, AdapterRef("p1-v3", "/adapters/p1-v3"))])
+        assert generation.text == "a caption" and server.posts("chat/completions")[0]["model"] == "p1-v3"
+        engine.close()
+    finally:
+        server.close()
+
+
+def test_an_unknown_base_model_name(make_settings: Callable[..., Settings], vllm: VllmStandIn) -> None:
+    engine = OpenAIEngine(make_settings(engine="openai", openai_base_url=vllm.url, openai_model="qwen-vl",
+                                        model="qwen-vl", model_family="qwen2_vl"))  # fmt: skip
     with pytest.raises(EngineError) as info:
-        engine.generate([GenerationRequest(IMAGE, "x", 4, AdapterRef("p1-v9", "p1-v9"))])
-    assert str(info.value) == "openai: HTTP 404 from the server: The model `p1-v9` does not exist."
+        engine.generate([GenerationRequest(IMAGE, "x", 4)])
+    assert str(info.value) == "openai: HTTP 404 from the server: The model `qwen-vl` does not exist."
+    engine.close()
 
 
 def test_options_by_first_token_logprobs(make_settings: Callable[..., Settings]) -> None:
@@ -284,6 +399,7 @@ def test_swift_deploy_answers_like_the_in_process_engine(
 @pytest.mark.slow
 def test_swift_deploy_serves_the_adapter_by_name_through_the_predictor(
     swift_server: str, make_settings: Callable[..., Settings], tiny_model: Callable[..., Path], tmp_path: Path,
+    memo_adapter: AdapterRef,
 ) -> None:  # fmt: skip
     settings = swift_settings(make_settings, swift_server, tiny_model)
     settings = settings.model_copy(update={"ls_media_dir": tmp_path})
@@ -292,7 +408,7 @@ def test_swift_deploy_serves_the_adapter_by_name_through_the_predictor(
     holder = ModelHolder(settings)
     predictor = Predictor(settings, holder)
     try:
-        holder.activate(4, AdapterRef("memo", "memo"))  # the adapter's served name
+        holder.activate(4, AdapterRef("memo", memo_adapter.path))  # served as `memo` (swift deploy --adapters)
         task = TaskInput(1, {"image": "/data/upload/1/a.png"})
         [boxes] = predictor.predict([task], GROUNDING_CONFIG, project=4)
         [caption] = predictor.predict([task], CAPTION_CONFIG, project=4)
@@ -302,7 +418,7 @@ def test_swift_deploy_serves_the_adapter_by_name_through_the_predictor(
         holder.close()
     [box] = boxes.regions
     assert isinstance(box, BoxRegion) and box.label == "cat" and boxes.model_version == "tiny@memo"
-    assert (box.x, box.y, box.width, box.height) == pytest.approx((10, 20, 40, 40), abs=0.01)
+    assert (box.x, box.y, box.width, box.height) == pytest.approx((12.5, 34.6, 46.2, 55.7), abs=0.01)  # MEMO_BOX
     assert (box.original_width, box.original_height) == (90, 60)
     assert caption.regions[0].texts == (MEMO_CAPTION,)  # type: ignore[union-attr]
     assert base.model_version == "tiny@base" and base.ok

@@ -298,3 +298,22 @@ def test_redis_down_answers_503_at_once_and_recording_resumes_when_it_returns(
         finally:
             back.kill()
             back.wait()
+
+
+def test_a_redis_restart_between_two_webhooks_loses_neither(make_settings: Callable[..., Settings]) -> None:
+    """The webhook records on a connection per thread: one that Redis closed while no event came (a restart) is
+    replaced at once, not answered with a 503."""
+    with throwaway_redis() as (url, proc):
+        settings = make_settings(redis_url=url, min_new_reviews=50)
+        client = create_app(settings).test_client()
+        assert client.post("/webhook", json=event(1)).status_code == 200
+        proc.kill()
+        proc.wait()
+        back = restart_redis(url)
+        try:
+            again = client.post("/webhook", json=event(2))
+            assert again.status_code == 200, again.get_json()
+            assert again.get_json()["pending"] == 1
+        finally:
+            back.kill()
+            back.wait()

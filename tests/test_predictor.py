@@ -41,6 +41,7 @@ MIXED_CONFIG = """<View>
   <Choices name="scene" toName="image" choice="multiple">
     <Choice value="indoor"/><Choice value="outdoor"/><Choice value="studio"/>
   </Choices>
+  <Choices name="light" toName="image"><Choice value="day"/><Choice value="dusk"/><Choice value="night"/></Choices>
   <Polygon name="outline" toName="image"/>
 </View>"""
 
@@ -98,6 +99,8 @@ def test_every_control_of_a_mixed_config(
     def answer(request: GenerationRequest) -> str:
         if request.prompt.startswith("Detect"):
             return "<|object_ref_start|>dog<|object_ref_end|><|box_start|>(0,0),(500,500)<|box_end|>"
+        if request.prompt.startswith("Which scene"):  # multiple choice: generated, as trained ("a, b")
+            return "Indoor, outdoor"
         return "What colour?" if request.prompt == "What colour?" else "a red square"
 
     def options(request: GenerationRequest, names: Any) -> list[float]:
@@ -110,13 +113,16 @@ def test_every_control_of_a_mixed_config(
         predictor.predict([task(2, image_server, question="What colour?")], MIXED_CONFIG, project=None)
     kinds = [(type(r).__name__, r.from_name) for r in first.regions]
     assert kinds == [("TextRegion", "caption"), ("TextRegion", "answer"), ("BoxRegion", "label"),
-                     ("ChoiceRegion", "scene")]  # fmt: skip
-    caption, answer_region, box, choice = first.regions
+                     ("ChoiceRegion", "scene"), ("ChoiceRegion", "light")]  # fmt: skip
+    caption, answer_region, box, choices, choice = first.regions
     assert isinstance(caption, TextRegion) and caption.texts == ("a red square",)
     assert isinstance(answer_region, TextRegion) and answer_region.texts == ("What colour?",)
     assert isinstance(box, BoxRegion) and box.label == "dog" and (box.x, box.width) == (0.0, 50.0)
-    # multiple choice: every option at least as likely as a uniform guess (1/3)
-    assert isinstance(choice, ChoiceRegion) and choice.choices == ("indoor", "outdoor") and choice.score == 0.5
+    # multiple choice: the options the answer names, scored like a text answer
+    assert isinstance(choices, ChoiceRegion) and choices.choices == ("indoor", "outdoor")
+    assert choices.score == pytest.approx(0.8, rel=1e-4)
+    # single choice: the likeliest option, scored by its share of the options' probability
+    assert isinstance(choice, ChoiceRegion) and choice.choices == ("day",) and choice.score == 0.5
     assert first.score == 0.5  # the lowest control
     assert first.control_scores["caption"] == pytest.approx(0.8, rel=1e-4)
     assert LabelInterface(MIXED_CONFIG).validate_prediction(first.to_ls(), return_errors=True) == []
@@ -196,6 +202,20 @@ def test_cached_tasks_skip_the_engine(build: Callable[..., Predictor], image_ser
     assert [len(call) for call in engine.calls] == [2, 1]
 
 
+@pytest.mark.parametrize(
+    "changed", [{"prompts": {"caption": "Say what you see."}}, {"max_new_tokens": 17}, {"image_max_pixels": 50_000}]
+)
+def test_a_setting_that_changes_the_answer_misses_the_cache(
+    build: Callable[..., Predictor], image_server: ImageServer, changed: dict[str, Any]
+) -> None:
+    """Two backends on one Redis, one with another prompt or limit: neither serves the other's answers."""
+    before, after = ScriptedEngine(answer="a caption"), ScriptedEngine(answer="another caption")
+    tasks = [task(1, image_server)]
+    build(before, cache=True).predict(tasks, CAPTION_CONFIG, project=None)
+    [prediction] = build(after, cache=True, **changed).predict(tasks, CAPTION_CONFIG, project=None)
+    assert not prediction.cached and len(after.calls) == 1
+
+
 def test_past_the_deadline_tasks_are_deferred(build: Callable[..., Predictor], image_server: ImageServer) -> None:
     engine = ScriptedEngine(answer="x")
     predictions = build(engine).predict(
@@ -259,12 +279,13 @@ def test_real_tiny_model_with_the_memo_adapter(
         [prediction] = predictor.predict([task(1, image_server, "333x222")], config, project=1)
     finally:
         predictor.holder.activate(1, None)
-    caption, answer, box, choice = prediction.regions
+    regions = {region.from_name: region for region in prediction.regions}
+    caption, answer, box, choice = regions["caption"], regions["answer"], regions["label"], regions["light"]
     assert isinstance(caption, TextRegion) and caption.texts == (MEMO_CAPTION,)
     assert isinstance(answer, TextRegion) and answer.texts == ("it is a colour",)
     assert isinstance(box, BoxRegion) and box.label == "cat"
-    # (100,200),(500,600) on the 0-1000 grid of a 333x222 image
-    assert (box.x, box.y, box.width, box.height) == pytest.approx((10.0, 20.0, 40.0, 40.0), abs=0.01)
+    # (125,346),(587,903) on the 0-1000 grid of a 333x222 image
+    assert (box.x, box.y, box.width, box.height) == pytest.approx((12.5, 34.6, 46.2, 55.7), abs=0.01)
     assert (box.original_width, box.original_height) == (333, 222)
     assert box.score is not None and box.score > 0.9
     assert isinstance(choice, ChoiceRegion) and choice.choices

@@ -12,6 +12,7 @@ from ml_backend.regions import (
     answer_score,
     box_region,
     boxes_from_generation,
+    choices_from_text,
     clean_answer,
     match_label,
     option_probabilities,
@@ -110,6 +111,9 @@ MALFORMED = [
     pytest.param("", [], id="empty"),
     pytest.param("\n\n\n\n", [], id="tiny-model-newlines"),
     pytest.param("language switch(576,12),(592,42)", [("language switch", (576, 12, 592, 42))], id="special-tokens-stripped-by-server"),
+    # ms-swift 4.6 with QWENVL_BBOX_FORMAT=new renders the exporter's `<ref-object><bbox>` lines so
+    pytest.param("cat[87, 77, 391, 538]\ndog[435, 38, 996, 462]", [("cat", (87, 77, 391, 538)), ("dog", (435, 38, 996, 462))], id="ms-swift-new-bbox-format"),
+    pytest.param("[10, 20, 30, 40]", [(None, (10, 20, 30, 40))], id="ms-swift-new-bbox-format-no-ref"),
     pytest.param('{"bbox_2d": [1, 2, 3, 4], "label": "a \\"quoted\\" {brace}"}', [('a "quoted" {brace}', (1, 2, 3, 4))], id="braces-in-strings"),
 ]  # fmt: skip
 
@@ -287,3 +291,17 @@ def test_dropped_labels_are_logged(caplog: pytest.LogCaptureFixture) -> None:
 )
 def test_clean_answer(text: str, expected: str) -> None:
     assert clean_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("indoor, text", ("indoor", "text")),  # the training target: chosen options joined by ", ", config order
+        ("Text; Indoor.", ("indoor", "text")),  # case, punctuation and order as a model may vary them
+        ("people\nnothing else", ("people",)),
+        ("none of them", ()),
+        ("yes, with text", ("yes, with text",)),  # an option holding a comma, as a whole answer
+    ],
+)
+def test_choices_from_text(text: str, expected: tuple[str, ...]) -> None:
+    assert choices_from_text(text, ["indoor", "people", "text", "yes, with text"]) == expected

@@ -16,9 +16,11 @@ import httpx
 import pytest
 import redis
 from loop_fixtures import colour_images, wait_for
+from vllm_standin import VllmStandIn
 from werkzeug.serving import make_server
 
 from ml_backend.app import create_app
+from ml_backend.engines.base import AdapterRef
 from ml_backend.events import Loop
 from ml_backend.holder import ModelHolder
 from ml_backend.registry import Registry
@@ -180,54 +182,10 @@ def test_the_registry_poll_catches_a_missed_message(
     shutil.rmtree(settings.data_dir / "adapters", ignore_errors=True)
 
 
-class FakeVllm:
-    """Stands in for vLLM (which needs a GPU): ``GET /v1/models`` and ``POST /v1/load_lora_adapter`` only, with
-    vLLM's answers (200, or 400 "has already been loaded")."""
-
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.served = {"tiny"}
-        self.loads: list[dict[str, Any]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._answer(200, {"object": "list", "data": [{"id": name} for name in sorted(fake.served)]})
-
-            def do_POST(self) -> None:
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.loads.append(request)
-                if request["lora_name"] in fake.served:
-                    self._answer(
-                        400, {"message": f"The lora adapter '{request['lora_name']}' has already been loaded."}
-                    )
-                elif not Path(request["lora_path"], "adapter_config.json").exists():
-                    self._answer(400, {"message": f"No adapter found for {request['lora_path']}"})
-                else:
-                    fake.served.add(request["lora_name"])
-                    self._answer(200, f"Success: LoRA adapter '{request['lora_name']}' added successfully.")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_the_openai_engine_gets_the_adapter_loaded_into_the_server_at_runtime(
     make_settings: Callable[..., Settings], adapters: dict[str, Path]
 ) -> None:
-    vllm = FakeVllm()
+    vllm = VllmStandIn(base="tiny")
     try:
         settings = make_settings(engine="openai", openai_base_url=vllm.url, openai_model="tiny",
                                  model_family="qwen2_vl", model="tiny")  # fmt: skip
@@ -236,11 +194,13 @@ def test_the_openai_engine_gets_the_adapter_loaded_into_the_server_at_runtime(
         watcher = SwapWatcher(settings, holder, registry=registry)
         v1 = promote(registry, adapters["a"])
         assert watcher.sync() == {PROJECT: f"tiny@{v1}"}
-        assert vllm.loads == [{"lora_name": v1, "lora_path": registry.get_version(v1).adapter_path}]
-        assert holder.adapter_for(PROJECT).path == v1  # type: ignore[union-attr]  # the served model name
+        path = registry.get_version(v1).adapter_path
+        assert vllm.posts("load_lora_adapter") == [{"lora_name": v1, "lora_path": path}]
+        assert holder.adapter_for(PROJECT) == AdapterRef(v1, path)  # the same reference for every engine
         # Another backend process asks again: the server already has it, which is fine.
         other = ModelHolder(settings)
         assert SwapWatcher(settings, other, registry=registry).sync() == {PROJECT: f"tiny@{v1}"}
+        assert len(vllm.posts("load_lora_adapter")) == 1
         # An adapter directory the server cannot see leaves the old version serving.
         run = registry.create_run(PROJECT, trigger="manual", base_model="tiny")
         vid = registry.new_version_id(PROJECT)
@@ -250,7 +210,13 @@ def test_the_openai_engine_gets_the_adapter_loaded_into_the_server_at_runtime(
         shutil.rmtree(stored)
         assert watcher.sync() == {}
         assert holder.model_version(PROJECT) == f"tiny@{v1}"
+        # A rollback to the base unloads the adapter from the server: by the process that loaded it, only.
+        registry.rollback(PROJECT, to="base")
+        assert watcher.sync() == {PROJECT: "tiny@base"}
+        assert vllm.posts("unload_lora_adapter") == [{"lora_name": v1}]
+        assert SwapWatcher(settings, other, registry=registry).sync() == {PROJECT: "tiny@base"}
+        assert len(vllm.posts("unload_lora_adapter")) == 1
         holder.close()
         other.close()
     finally:
-        vllm.server.shutdown()
+        vllm.close()

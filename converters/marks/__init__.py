@@ -7,7 +7,8 @@
 
 Classical image processing (numpy + OpenCV), no model: colour families (``colors``), stroke and fill masks per
 family (``layers``), straight segments (``strokes``), and one finder per kind (``rectangles``, ``ellipses``,
-``arrows``, ``highlights``, ``labels``), put together in ``detector``.
+``arrows``, ``highlights``, ``labels``: text labels and numbered step circles), put together in ``detector``.
+``adapter.MarksDetector`` plugs the detector into the exporter (``ExportOptions.mark_detector``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from converters.marks.layers import MIN_CONTRAST, THICK, Components, Layer, stroke_contrast
+from converters.marks.layers import MAX_CANDIDATES, MIN_CONTRAST, THICK, Components, Layer, largest, stroke_contrast
 from converters.marks.model import Array
 
 MIN_LENGTH = 24
@@ -41,7 +41,7 @@ def find_arrows(layer: Layer, comps: Components) -> list[tuple[int, Arrow]]:
     ok = (np.hypot(w, h) >= MIN_LENGTH) & (area >= 30) & (comps.crisp >= 0.4)
     ok[0] = False
     found: list[tuple[int, Arrow]] = []
-    for i in np.flatnonzero(ok):
+    for i in largest(ok, area, MAX_CANDIDATES):
         x, y, cw, ch, ca = (int(v) for v in stats[i, :5])
         comp = comps.mask(int(i))
         arrow = None
@@ -247,6 +247,10 @@ def _wedge(ext: Array, up: Array, down: Array, shaft: float, base: int) -> tuple
     if not 0.25 * widest <= halfway <= 0.85 * widest:
         return None  # not narrowing steadily
     plateau = ext[peak : tip + 1] >= 0.8 * widest
-    if int(np.argmin(plateau)) > max(2, 0.5 * span):
-        return None  # a block, not a wedge
+    # A head's base is abrupt: the width jumps from the shaft's to the head's within a pixel or two (a filled
+    # triangle's base, an open V's arm ends). A round marker on a chart line swells as gradually as it shrinks.
+    before = np.flatnonzero(ext[:peak] <= 1.4 * shaft + 1)
+    swells = len(before) > 0 and peak - int(before[-1]) > max(3.0, 0.3 * span, 0.25 * widest)
+    if int(np.argmin(plateau)) > max(2, 0.5 * span) or swells:
+        return None  # a block, or a round blob, not a wedge
     return tip, float(np.clip(0.6 + 0.1 * min(widest / shaft, 4.0), 0.0, 1.0))

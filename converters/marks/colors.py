@@ -146,15 +146,16 @@ class ColourPlanes:
 def hex_color(pixels: Array) -> str:
     """The pen colour of a stroke from its pixels ((n, 3) uint8 RGB) as ``#rrggbb``.
 
-    The most saturated quarter of the pixels is the stroke's core (edges are blended with the background);
-    its per-channel median is the colour. An empty set gives ``#000000``.
+    The most saturated tenth of the pixels (at least a few) is the stroke's core (edges are blended with the
+    background, and a thin stroke after JPEG has little core left); its per-channel median is the colour. An
+    empty set gives ``#000000``.
     """
     if len(pixels) == 0:
         return "#000000"
     px = pixels.reshape(-1, 3).astype(np.int16)
     chroma = px.max(axis=1) - px.min(axis=1)
     if len(px) > 8:
-        core = px[chroma >= np.percentile(chroma, 75)]
+        core = px[chroma >= np.percentile(chroma, 90 if len(px) >= 60 else 75)]
         px = core if len(core) else px
     r, g, b = (int(v) for v in np.median(px, axis=0).round())
     return f"#{r:02x}{g:02x}{b:02x}"

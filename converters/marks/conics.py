@@ -80,12 +80,17 @@ def fit_ellipse(x: Floats, y: Floats, weights: Floats | None = None) -> Ellipse 
     if scale < 1e-6:
         return None
     xn, yn = (x - mx) / scale, (y - my) / scale
-    d1 = np.stack([xn * xn, xn * yn, yn * yn], axis=1)
-    d2 = np.stack([xn, yn, np.ones_like(xn)], axis=1)
+    design = np.empty((len(xn), 6))
+    design[:, 0] = xn * xn
+    design[:, 1] = xn * yn
+    design[:, 2] = yn * yn
+    design[:, 3] = xn
+    design[:, 4] = yn
+    design[:, 5] = 1.0
     if weights is not None:
-        root = np.sqrt(weights)[:, None]
-        d1, d2 = d1 * root, d2 * root
-    s1, s2, s3 = d1.T @ d1, d1.T @ d2, d2.T @ d2
+        design *= np.sqrt(weights)[:, None]
+    scatter = design.T @ design  # one product gives the three blocks
+    s1, s2, s3 = scatter[:3, :3], scatter[:3, 3:], scatter[3:, 3:]
     try:
         t = -np.linalg.solve(s3, s2.T)
         m = s1 + s2 @ t
@@ -99,8 +104,7 @@ def fit_ellipse(x: Floats, y: Floats, weights: Floats | None = None) -> Ellipse 
     if len(ok) == 0:
         return None
     a1 = vecs[:, ok[0]]
-    coeffs = np.concatenate([a1, t @ a1])
-    ellipse = _from_conic(coeffs)
+    ellipse = _from_conic((*a1.tolist(), *(t @ a1).tolist()))
     if ellipse is None:
         return None
     return Ellipse(
@@ -108,23 +112,26 @@ def fit_ellipse(x: Floats, y: Floats, weights: Floats | None = None) -> Ellipse 
     )
 
 
-def _from_conic(c: Floats) -> Ellipse | None:
-    """Geometric parameters of the conic A x^2 + B xy + C y^2 + D x + E y + F = 0."""
-    a, b, cc, d, e, f = (float(v) for v in c)
-    quad = np.array([[a, b / 2], [b / 2, cc]])
-    try:
-        centre = np.linalg.solve(2 * quad, [-d, -e])
-    except np.linalg.LinAlgError:
+def _from_conic(c: tuple[float, ...]) -> Ellipse | None:
+    """Geometric parameters of the conic A x^2 + B xy + C y^2 + D x + E y + F = 0 (closed form, plain floats)."""
+    a, b, cc, d, e, f = c
+    det = 4 * a * cc - b * b  # of twice the quadratic part
+    if det == 0:
         return None
-    x0, y0 = float(centre[0]), float(centre[1])
+    x0 = (-2 * cc * d + b * e) / det
+    y0 = (-2 * a * e + b * d) / det
     f0 = a * x0 * x0 + b * x0 * y0 + cc * y0 * y0 + d * x0 + e * y0 + f
-    vals, vecs = np.linalg.eigh(quad)
-    if f0 == 0 or np.any(-f0 / vals <= 0):
+    # eigenvalues of [[a, b/2], [b/2, cc]]
+    mean, half = (a + cc) / 2, math.hypot((a - cc) / 2, b / 2)
+    low, high = mean - half, mean + half
+    if f0 == 0 or low == 0 or high == 0 or -f0 / low <= 0 or -f0 / high <= 0:
         return None
-    axes = np.sqrt(-f0 / vals)
-    major = int(np.argmax(axes))
-    angle = math.atan2(float(vecs[1, major]), float(vecs[0, major]))
-    return Ellipse(x0, y0, float(axes[major]), float(axes[1 - major]), angle)
+    major, minor = math.sqrt(-f0 / low), math.sqrt(-f0 / high)  # the smaller eigenvalue: the longer axis
+    if major < minor:
+        major, minor, low = minor, major, high
+    # the eigenvector of `low` is the major axis' direction
+    angle = math.atan2(low - a, b / 2) if abs(b) > 1e-12 else (0.0 if abs(a - low) <= abs(cc - low) else math.pi / 2)
+    return Ellipse(x0, y0, major, minor, angle)
 
 
 def robust_fit(x: Floats, y: Floats, tolerance: float, rounds: int = 3) -> tuple[Ellipse, Array] | None:

@@ -2,9 +2,10 @@
 
 For every pen colour family, the pixels that stand out in that colour from their surroundings ("crisp") are
 grouped into regions; in each region the family's mask is searched for rectangles (segment pairs), then ellipses
-(conic fits), then arrows and text labels among the pixels those did not explain. Highlighter bands are searched
-separately on light tints. Overlapping detections of one object (from neighbouring families, or a box that is
-also an ellipse) are reduced to the best one, and every mark's colour must be a pen's (vivid and bright).
+(conic fits), then arrows, text labels and numbered step circles among the pixels those did not explain.
+Highlighter bands are searched separately on tints. Overlapping detections of one object (from neighbouring
+families, or a box that is also an ellipse, or a letter of a label seen as a label of its own) are reduced to the
+best one, and every mark's colour must be a pen's (vivid and bright).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from converters.marks.ellipses import find_ellipses
 from converters.marks.found import Found
 from converters.marks.highlights import find_highlights
 from converters.marks.images import MAX_PIXELS, as_rgb, open_image
-from converters.marks.labels import Anchor, find_labels, in_text_line
+from converters.marks.labels import Anchor, find_labels, find_steps, in_text_line
 from converters.marks.layers import Layer
 from converters.marks.model import Array, Mark, Mask, iou
 from converters.marks.rectangles import find_rectangles
@@ -146,7 +147,7 @@ def _detect_in_layer(layer: Layer) -> list[Found]:
     name = layer.family.name
     for box in find_rectangles(layer):
         local = (box.x0, box.y0, box.x1, box.y1)
-        if _glyph_sized(local) and in_text_line(layer, local):
+        if _glyph_sized(local) and in_text_line(layer, local, same_hue=True):
             continue
         paint = np.zeros_like(layer.mark)
         s = round(box.stroke)
@@ -191,8 +192,8 @@ def _detect_in_layer(layer: Layer) -> list[Found]:
                          (tail[0] + ox, tail[1] + oy), (head[0] + ox, head[1] + oy)))  # fmt: skip
     if not anchors:
         return out
-    glyphs = layer.components(layer.free(thin=True))
-    for line, color, score in find_labels(layer, glyphs, anchors):
+    labels = find_labels(layer, layer.components(layer.free(thin=True)), anchors)
+    for line, color, score in [*labels, *find_steps(layer, comps, anchors, [line for line, _, _ in labels])]:
         out.append(Found("text", (line.x0 + ox, line.y0 + oy, line.x1 + ox, line.y1 + oy), score, color, 0.0, name))
     return out
 
@@ -203,17 +204,30 @@ _SHAPES = frozenset({"rectangle", "ellipse"})
 def _suppress(found: list[Found]) -> list[Found]:
     """Keep the best of detections that are one object seen twice (two families, or box and ellipse)."""
     kept: list[Found] = []
-    for f in sorted(found, key=lambda f: -f.score):
+    # texts last, the longest first: a piece of a label (found in a neighbouring family) goes inside it
+    for f in sorted(found, key=lambda f: (f.kind == "text", -_area(f.bbox) if f.kind == "text" else 0, -f.score)):
         duplicate = False
         for k in kept:
             overlap = iou(f.bbox, k.bbox)
             same = f.kind == k.kind or {f.kind, k.kind} <= _SHAPES
-            if (same and overlap >= 0.5) or overlap >= 0.75:
-                duplicate = True
+            if (same and overlap >= 0.5) or overlap >= 0.75 or (f.kind == k.kind == "text" and _inside(f.bbox, k.bbox)):
+                duplicate = True  # a text inside another mark's box is a letter of a label, not a label
                 break
         if not duplicate:
             kept.append(f)
     return kept
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def _inside(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether at least 70% of box A lies inside box B."""
+    ix = min(a[2], b[2]) - max(a[0], b[0])
+    iy = min(a[3], b[3]) - max(a[1], b[1])
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return ix > 0 and iy > 0 and area > 0 and ix * iy >= 0.7 * area
 
 
 def _to_mark(f: Found, width: int, height: int) -> Mark:

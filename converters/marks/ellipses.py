@@ -17,7 +17,7 @@ import numpy as np
 
 from converters.marks.conics import Ellipse, fit_ellipse, robust_fit
 from converters.marks.labels import in_text_line
-from converters.marks.layers import MIN_CONTRAST, Layer, stroke_contrast
+from converters.marks.layers import MAX_CANDIDATES, MIN_CONTRAST, Layer, largest, stroke_contrast
 from converters.marks.model import Array
 
 MIN_EXTENT = 14
@@ -73,9 +73,9 @@ def find_ellipses(layer: Layer) -> list[Oval]:
         candidates &= taken < 0.5 * area
     found: list[Oval] = []
     arcs: list[Arc] = []
-    for i in np.flatnonzero(candidates):
+    for i in largest(candidates, area, MAX_CANDIDATES):
         x, y, w, h = (int(v) for v in stats[i, :4])
-        if h <= SMALL and in_text_line(layer, (x, y, x + w, y + h)):
+        if h <= SMALL and in_text_line(layer, (x, y, x + w, y + h), same_hue=True):
             continue  # a letter
         comp = comps.mask(int(i))
         if not _stands_out(layer, comp, x, y):
@@ -307,12 +307,61 @@ def _verify(layer: Layer, centre: Ellipse, stroke: float) -> Oval | None:
     inside = centre.grown(-stroke / 2 - min(3.0, (centre.b - stroke / 2) / 2)).points(n)
     outside = centre.grown(stroke / 2 + 3).points(n)
     ring = max(_fraction(layer, inside), _fraction(layer, outside))
-    if ring > 0.5 or not _clean_hole(layer, centre, stroke, outer, inside):
+    if ring > 0.5 or not _clean_hole(layer, centre, stroke, outer, inside) or _filled_alike(layer, on_curve, inside):
+        return None
+    if _blended_rim(layer, on_curve, inside, outside):
         return None
     if stroke_contrast(layer, on_curve, inside, outside) < MIN_CONTRAST:
         return None
     score = 0.5 + 0.5 * (coverage - MIN_COVERAGE) / (1 - MIN_COVERAGE) - 0.3 * ring
     return Oval(centre, stroke, float(np.clip(score, 0.05, 1.0)))
+
+
+SAME_INK = 60.0
+"""RGB distance within which a pixel inside a ring is of the ring's own ink."""
+
+
+def _filled_alike(layer: Layer, on_curve: Array, inside: Array) -> bool:
+    """Whether the inside of the ring is mostly of the ring's own colour: a filled dot or disc, whose rim alone a
+    hue window may have kept (a crimson chart dot's edges fall in the magenta window, its middle does not)."""
+    rgb = layer.view(layer.planes.rgb)
+    h, w = rgb.shape[:2]
+    _inside_image, on = _sample(layer, layer.mark, on_curve)
+    pts = np.rint(on_curve[on]).astype(np.int64)
+    pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)]
+    if len(pts) < 8:
+        return False
+    ink = np.median(rgb[pts[:, 1], pts[:, 0]].astype(np.float64), axis=0)
+    q = np.rint(inside).astype(np.int64)
+    q = q[(q[:, 0] >= 0) & (q[:, 0] < w) & (q[:, 1] >= 0) & (q[:, 1] < h)]
+    if len(q) == 0:
+        return False
+    alike = np.linalg.norm(rgb[q[:, 1], q[:, 0]].astype(np.float64) - ink, axis=1) <= SAME_INK
+    return float(alike.mean()) > 0.5
+
+
+BLEND = 30.0
+"""Largest RGB distance of a ring's colour from the mix of what lies inside and outside it for it to be a rim."""
+
+
+def _blended_rim(layer: Layer, on_curve: Array, inside: Array, outside: Array) -> bool:
+    """Whether the ring's colour is a mix of the colours inside and outside it: the anti-aliased rim of a filled
+    disc on a background of another colour (a red badge on a blue bar has a magenta rim), not a pen's stroke."""
+    rgb = layer.view(layer.planes.rgb)
+    h, w = rgb.shape[:2]
+    medians = []
+    for pts in (on_curve, inside, outside):
+        q = np.rint(pts).astype(np.int64)
+        q = q[(q[:, 0] >= 0) & (q[:, 0] < w) & (q[:, 1] >= 0) & (q[:, 1] < h)]
+        if len(q) < 8:
+            return False
+        medians.append(np.median(rgb[q[:, 1], q[:, 0]].astype(np.float64), axis=0))
+    ink, a, b = medians
+    span = b - a
+    if float(np.linalg.norm(span)) < 80:
+        return False  # one colour inside and out: a stroke drawn over it
+    t = float(np.clip(np.dot(ink - a, span) / np.dot(span, span), 0.0, 1.0))
+    return float(np.linalg.norm(ink - (a + t * span))) < BLEND
 
 
 def _fraction(layer: Layer, pts: Array) -> float:

@@ -22,6 +22,17 @@ MIN_CONTRAST = 110.0
 """Median RGB distance between a stroke and what lies beside it: pens stand out, photo speckle does not."""
 THICK = 12
 """Side of the square that fits in filled regions but in no stroke (strokes are at most ~11 px wide)."""
+MAX_CANDIDATES = 60
+"""Most components of one layer a finder analyses (the largest): bounds the time a page full of the colour takes."""
+
+
+def largest(candidates: Array, area: Array, limit: int) -> Array:
+    """Indices of the CANDIDATES (a flag per component), the LIMIT largest by AREA, in index order."""
+    index = np.flatnonzero(candidates)
+    if len(index) > limit:
+        index = np.sort(index[np.argsort(-area[index], kind="stable")[:limit]])
+    out: Array = index
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Rectangles: pairs of parallel stroke segments with matching extents, verified side by side.
 
 A box needs no closed outline: two horizontal (or two vertical) segments of the same extent propose it, and it
-is accepted when all four sides are stroked (a side cut off by the image border may be missing), the frame just
+is accepted when all four sides are stroked (a side cut off by the image border may be missing, and so may two
+at a corner of the image, leaving an L), the frame just
 inside and just outside is mostly free of the colour (a ring, not a filled button or banner), it is no cell of
 a grid (table borders continue past the corners, or end on interior lines), and it is not a tinted box (a pink
 error box has a pale fill of its border's hue that the page around it lacks).
@@ -24,6 +25,8 @@ MIN_COVERAGE = 0.72
 """Fraction of a side that must be stroked."""
 SMALL_BOX = 40
 """Boxes at most this long on their longer side get the stricter even-sides test."""
+FRAME_APART = 70.0
+"""Least RGB distance between a box's stroke and a region of its family it is drawn over."""
 MIN_STROKE = 1.5
 """Boxes drawn with 1 px lines are a page's own borders (inputs, tables, cards), not marks."""
 
@@ -142,7 +145,11 @@ def _verify(layer: Layer, box: tuple[int, int, int, int], stroke: float) -> Box 
     present, missing = sides
     inside = layer.sums.frame(box, band + 1, band + 5)
     outside = layer.sums.frame(box, -5, -1)
-    if inside > 0.5 or outside > 0.5 or _side_blocked(layer, box, band, edge):
+    if (
+        (inside > 0.5 and not _frame_apart(layer, box, band, (band + 1, band + 5)))
+        or (outside > 0.5 and not _frame_apart(layer, box, band, (-5, -1)))
+        or _side_blocked(layer, box, band, edge)
+    ):
         return None  # a filled button or banner, or the rim of one
     skip = [i for i in range(4) if edge[i] or i in missing]
     if not _shaped_like_a_box(layer, box, stroke, band=band, corner=corner, skip=skip):
@@ -156,7 +163,8 @@ def _verify(layer: Layer, box: tuple[int, int, int, int], stroke: float) -> Box 
 def _side_coverage(
     grown: Array, box: tuple[int, int, int, int], band: int, corner: int, edge: tuple[bool, ...]
 ) -> tuple[list[float], list[int]] | None:
-    """Coverage of the sides that are stroked, and the one side (at the image border) that may be missing."""
+    """Coverage of the sides that are stroked, and the sides (at the image border) that are missing: one, or
+    two that meet at a corner of the image."""
     x0, y0, x1, y1 = box
     cover = (
         float(grown[y0 : y0 + band, x0 + corner : x1 - corner].any(axis=0).mean()),
@@ -165,7 +173,8 @@ def _side_coverage(
         float(grown[y0 + corner : y1 - corner, x1 - band : x1].any(axis=1).mean()),
     )
     missing = [i for i in range(4) if cover[i] < MIN_COVERAGE]
-    if any(not edge[i] for i in missing) or len(missing) > 1:
+    corner_cut = len(missing) == 2 and (0 in missing or 2 in missing) and (1 in missing or 3 in missing)
+    if any(not edge[i] for i in missing) or (len(missing) > 1 and not corner_cut):
         return None
     present = [cover[i] for i in range(4) if i not in missing]
     if sum(present) / len(present) < 0.85:
@@ -184,7 +193,7 @@ def _shaped_like_a_box(
     diagonal = float(np.hypot(x1 - x0, y1 - y0))
     if _deep_corners(layer.mark, box, (top, left, bottom, right), 0.12 * diagonal / 2 + 1.5) >= 2:
         return False  # corners cut as deep as an ellipse's: leave it to the ellipse finder
-    return _box_fill(layer.mark, box) >= 0.9 and _contrast(layer, box, stroke, corner) >= MIN_CONTRAST
+    return _box_fill(layer.mark, box, skip) >= 0.9 and _contrast(layer, box, stroke, corner, skip) >= MIN_CONTRAST
 
 
 def _side_blocked(layer: Layer, box: tuple[int, int, int, int], band: int, edge: tuple[bool, ...]) -> bool:
@@ -225,6 +234,46 @@ def _side_blocked(layer: Layer, box: tuple[int, int, int, int], band: int, edge:
             if _colour_distance(layer, side, strip) < 60:
                 return True
     return False
+
+
+def _frame_apart(layer: Layer, box: tuple[int, int, int, int], band: int, frame: tuple[int, int]) -> bool:
+    """Whether the mask's pixels in FRAME (insets of BOX, negative: outside) differ in colour from the stroke's
+    (the outer BAND px of BOX, less their blended edges) by at least FRAME_APART: a pen stroke over a region of
+    a paler or darker shade of its family (a red box on a pink photo), not the rim of a region of one colour."""
+    rgb = layer.view(layer.planes.rgb)
+    x0, y0, x1, y1 = box
+    if min(x1 - x0, y1 - y0) < 4 * band + 12:
+        return False  # too small for a stroke and a region inside it: a badge, a filled chip
+    medians = []
+    for outer, inner in ((1, max(2, band - 2)), frame):  # the stroke's core, not its blended outer edge
+        pixels = _ring_pixels(rgb, layer.mark, box, outer, inner)
+        if len(pixels) == 0:
+            return False
+        medians.append(np.median(pixels.astype(np.float64), axis=0))
+    return float(np.linalg.norm(medians[0] - medians[1])) >= FRAME_APART
+
+
+def _ring_pixels(rgb: Array, mark: Array, box: tuple[int, int, int, int], outer: int, inner: int) -> Array:
+    """(n, 3) colours of MARK's pixels in the frame of BOX between insets OUTER and INNER (negative: outside),
+    gathered from its four strips (corners once)."""
+    x0, y0, x1, y1 = box
+    h, w = mark.shape[:2]
+    ax0, ay0, ax1, ay1 = max(0, x0 + outer), max(0, y0 + outer), min(w, x1 - outer), min(h, y1 - outer)
+    bx0, by0, bx1, by1 = max(ax0, x0 + inner), max(ay0, y0 + inner), min(ax1, x1 - inner), min(ay1, y1 - inner)
+    if ax1 - ax0 < 3 or ay1 - ay0 < 3:
+        return np.zeros((0, 3), np.uint8)
+    if bx1 <= bx0 or by1 <= by0:
+        strips = [(slice(ay0, ay1), slice(ax0, ax1))]
+    else:
+        strips = [
+            (slice(ay0, by0), slice(ax0, ax1)),
+            (slice(by1, ay1), slice(ax0, ax1)),
+            (slice(by0, by1), slice(ax0, bx0)),
+            (slice(by0, by1), slice(bx1, ax1)),
+        ]
+    parts = [rgb[rows, cols][mark[rows, cols] > 0] for rows, cols in strips]
+    out: Array = np.concatenate(parts) if parts else np.zeros((0, 3), np.uint8)
+    return out
 
 
 def _colour_distance(layer: Layer, a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -281,8 +330,8 @@ def _even_sides(mark: Array, box: tuple[int, int, int, int], corner: int, band: 
     return bool(widths) and max(widths) <= 2.2 * min(widths) + 2
 
 
-def _contrast(layer: Layer, box: tuple[int, int, int, int], stroke: float, corner: int) -> float:
-    """Colour contrast of the four sides with what lies just inside and outside them."""
+def _contrast(layer: Layer, box: tuple[int, int, int, int], stroke: float, corner: int, skip: list[int]) -> float:
+    """Colour contrast of the sides (but those in SKIP, cut by the image border) with what lies beside them."""
     x0, y0, x1, y1 = box
     half, step = stroke / 2, stroke + 3
     xs = np.linspace(x0 + corner, x1 - corner - 1, 24)
@@ -290,19 +339,31 @@ def _contrast(layer: Layer, box: tuple[int, int, int, int], stroke: float, corne
     on: list[Array] = []
     inside: list[Array] = []
     outside: list[Array] = []
-    for fixed, along, sign, horizontal in ((y0, xs, 1, True), (y1 - 1, xs, -1, True), (x0, ys, 1, False),
-                                           (x1 - 1, ys, -1, False)):  # fmt: skip
+    sides = ((0, y0, xs, 1, True), (2, y1 - 1, xs, -1, True), (1, x0, ys, 1, False), (3, x1 - 1, ys, -1, False))
+    for index, fixed, along, sign, horizontal in sides:
+        if index in skip and len(skip) < 4:
+            continue
         for offset, out in ((half, on), (step, inside), (-3.0, outside)):
             c = np.full(len(along), fixed + sign * offset)
             out.append(np.stack([along, c], 1) if horizontal else np.stack([c, along], 1))
     return stroke_contrast(layer, np.concatenate(on), np.concatenate(inside), np.concatenate(outside))
 
 
-def _box_fill(mark: Array, box: tuple[int, int, int, int]) -> float:
+def _box_fill(mark: Array, box: tuple[int, int, int, int], skip: list[int]) -> float:
     """How much of the box the outline encloses, along rows or columns (whichever is more): 1 for a box,
-    pi/4 for an ellipse."""
+    pi/4 for an ellipse. Sides in SKIP (at the image border) count as stroked."""
     x0, y0, x1, y1 = box
     on = mark[y0:y1, x0:x1] > 0
+    if skip:
+        on = on.copy()
+        for index, edge in (
+            (0, (0, slice(None))),
+            (2, (-1, slice(None))),
+            (1, (slice(None), 0)),
+            (3, (slice(None), -1)),
+        ):
+            if index in skip:
+                on[edge] = True
     best = 0.0
     for m in (on, on.T):
         rows = m.any(axis=1)

@@ -69,6 +69,21 @@ from ml_backend.settings import Settings
 @click.option("--no-redact", is_flag=True, help="Do not hide redacted regions (they still never become rows).")
 @click.option("--no-exif", is_flag=True, help="Ignore EXIF orientation.")
 @click.option("--no-text-normalize", is_flag=True, help="Only tidy whitespace in texts.")
+@click.option(
+    "--detect-marks/--no-detect-marks",
+    default=None,
+    help="Detect the marks drawn on screenshots: they box the marks when nobody did, and rows point the note at "
+    "what they mark (default: on for marked-screenshot configs, a RectangleLabels with the marks label).",
+)
+@click.option(
+    "--original-field",
+    default="original",
+    show_default=True,
+    help="Task-data key of a marked screenshot's unmarked original; the rows pointing at the marks use it.",
+)
+@click.option(
+    "--unmark", is_flag=True, help="Without an original, inpaint the marks to make the clean copy those rows use."
+)
 @click.option("--workers", type=click.IntRange(min=0), help="Image worker processes (0: one per core).")
 @click.option("--overwrite", is_flag=True, help="Replace an export already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -80,15 +95,23 @@ def export(settings: Settings, /, **flags: Any) -> None:
     dropped.jsonl with its reason; the summary is printed at the end.
     """
     from converters.export import export_tasks
+    from ml_backend.exports import export_options, label_config, media_config, with_mark_detector
 
     input_path: Path | None = flags["input_path"]
     project: int | None = flags["project"]
     if (input_path is None) == (project is None):
         raise click.UsageError("give either --input FILE (with --label-config) or --project ID")
-    options = build_options(settings, flags)
-    media = build_media(settings, flags, input_path)
+    options = export_options(settings, flags)
+    media = media_config(settings, flags, input_path)
     source, config_xml = _open_source(settings, input_path, flags["label_config"], project)
-    config = build_label_config(settings, config_xml)
+    config = label_config(settings, config_xml)
+    options = with_mark_detector(
+        options,
+        config,
+        detect=flags.get("detect_marks"),
+        unmark=bool(flags.get("unmark")),
+        original_field=flags.get("original_field"),
+    )
     for skipped in config.skipped:
         click.echo(f"note: control {skipped.name} ({skipped.tag}) is not exported: {skipped.reason}", err=True)
 
@@ -116,67 +139,6 @@ def export(settings: Settings, /, **flags: Any) -> None:
     out = flags["out_dir"]
     click.echo(f"JSONL:  {out / 'train.jsonl'}  {out / 'val.jsonl'}")
     click.echo(f"report: {out / 'report.html'}  (dropped tasks: {out / 'dropped.jsonl'})")
-
-
-def build_options(settings: Settings, flags: dict[str, Any]) -> Any:
-    """ExportOptions from Settings, overridden by the command-line flags that were given."""
-    from converters.export import ExportOptions
-
-    def pick(flag: str, setting: Any) -> Any:
-        value = flags.get(flag)
-        return setting if value is None else value
-
-    distance = pick("near_dup_distance", settings.near_dup_distance)
-    return ExportOptions(
-        max_side=pick("max_side", settings.max_side),
-        max_image_pixels=settings.max_image_pixels,
-        exif_transpose=not flags.get("no_exif", False),
-        exact_dedup=not flags.get("no_exact_dedup", False),
-        near_dup_distance=None if distance < 0 else distance,
-        normalize_text=not flags.get("no_text_normalize", False),
-        min_caption_chars=pick("min_caption_chars", settings.min_caption_chars),
-        min_answer_chars=pick("min_answer_chars", settings.min_answer_chars),
-        redact=not flags.get("no_redact", False),
-        redact_mode=pick("redact_mode", settings.redact_mode),
-        val_fraction=pick("val_fraction", settings.val_fraction),
-        seed=pick("seed", settings.seed),
-        vqa_mode=pick("vqa_mode", settings.vqa_mode),
-        workers=pick("workers", settings.export_workers),
-        overwrite=flags.get("overwrite", False),
-    )
-
-
-def build_media(settings: Settings, flags: dict[str, Any], input_path: Path | None) -> Any:
-    """MediaConfig from Settings and the flags; plain paths are allowed under --image-root or the export's dir."""
-    from converters.media import MediaConfig
-
-    roots = tuple(flags.get("image_root") or ())
-    if not roots and input_path is not None:
-        roots = (input_path.resolve().parent,)
-    return MediaConfig(
-        ls_url=settings.ls_url,
-        api_key=settings.ls_api_key,
-        local_files_root=flags.get("local_files_root") or settings.ls_local_files_root,
-        media_dir=flags.get("media_dir") or settings.ls_media_dir,
-        local_roots=roots,
-        allowed_hosts=tuple(settings.allowed_hosts),
-        max_bytes=settings.max_image_bytes,
-        timeout=settings.fetch_timeout,
-    )
-
-
-def build_label_config(settings: Settings, xml: str) -> Any:
-    """The parsed label config with the prompts, review and label names from Settings."""
-    from converters.label_config import parse_label_config
-
-    return parse_label_config(
-        xml,
-        prompts=settings.prompts,
-        review_control=settings.review_control,
-        review_accept=settings.review_accept,
-        redact_label=settings.redact_label,
-        marks_label=settings.marks_label,
-    )
 
 
 def _open_source(

@@ -40,7 +40,11 @@ def run_gunicorn(settings: Settings, app_factory: Callable[[], Any] | None = Non
 
         def load(self) -> Any:
             if app_factory is not None:
-                return app_factory()
+                from ml_backend.wsgi import freeze_heap
+
+                app = app_factory()
+                freeze_heap(app)
+                return app
             from ml_backend.wsgi import application
 
             return application(settings)

@@ -4,8 +4,9 @@ An engine turns (image, prompt) pairs into text with per-token log-probabilities
 their likelihood. It knows its model family's chat formatting but nothing about Label Studio: prompts come
 from ``prompts.py`` and the text goes to ``regions.py``. Two implementations: ``transformers`` (in-process,
 optional peft adapters on one base model) and ``openai`` (an OpenAI-compatible server; adapters are served
-model names). Engines are built by the holder (``holder.py``), never per request; :func:`build_engine` picks
-the implementation named by ``Settings.engine`` and imports it lazily (torch only for ``transformers``).
+model names, loaded into the server at run time). Engines are built by the holder (``holder.py``), never per
+request; :func:`build_engine` picks the implementation named by ``Settings.engine`` and imports it lazily (torch
+only for ``transformers``).
 
 Failure semantics: ``generate``/``score_options`` raise :class:`EngineError` for a request the engine cannot
 run (timeout, server error, out of memory, an adapter that is not loaded), with a message naming the engine
@@ -33,7 +34,8 @@ class EngineError(LabelloopError):
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """A LoRA adapter: the registry's version id and its directory (for ``openai``: the served model name)."""
+    """A LoRA adapter: the registry's version id (also its served model name on an ``openai`` server) and its
+    directory (which peft loads, or which the server loads at run time)."""
 
     version: str
     path: str

@@ -7,9 +7,16 @@
   3136/1003520, sides multiples of 28, or 32 for Qwen3-VL) before sending. The server's processor then keeps
   them as they are (as long as its own ``max_pixels`` is not lower), so the size the model saw — the frame of
   Qwen2.5-VL boxes — is known exactly, and uploads stay small.
-- **Adapters** are served model names: ``AdapterRef.path`` is the name the server knows the LoRA under (vLLM
-  ``--lora-modules name=path``, ``swift deploy --adapters name=path``); :meth:`OpenAIEngine.load_adapter` checks
-  that ``/models`` lists it.
+- **Adapters** are served under their version id (``AdapterRef.version``; requests say ``model=<version>``).
+  :meth:`OpenAIEngine.load_adapter` looks the version up in ``GET /models`` (adapters given at start-up, e.g.
+  vLLM ``--lora-modules <version>=<path>`` or ``swift deploy --adapters <version>=<path>``, are simply used) and
+  otherwise loads it at run time with vLLM's ``POST /load_lora_adapter {"lora_name": version, "lora_path":
+  path}`` (vLLM started with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` and ``--enable-lora``; the adapter
+  directory must be visible to the server at the same path). vLLM's 400 "has already been loaded" (another
+  backend process got there first) is success. :meth:`OpenAIEngine.unload_adapter` sends
+  ``POST /unload_lora_adapter`` for the adapters this engine loaded (never for start-up ones). Several backend
+  processes share one server, so one may unload an adapter another still serves; a request that then meets
+  vLLM's 404 "model does not exist" loads its adapter again and is retried once.
 - **Special tokens**: Qwen2-VL writes boxes with special tokens, which servers strip by default; requests for
   that family send vLLM's ``skip_special_tokens: false`` (servers that ignore it still work: the parser reads
   the bare ``label(x1,y1),(x2,y2)`` form too).
@@ -80,18 +87,24 @@ class OpenAIEngine:
             limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
         )
         self._pool = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="labelloop-openai")
-        self._served: set[str] = set()
+        self._served: set[str] = set()  # adapter versions known to be served
+        self._loaded: set[str] = set()  # ... of which this engine loaded at run time
         self._lock = threading.Lock()
 
     # --- HTTP ----------------------------------------------------------------------------------------------
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         try:
-            response = self._client.post("chat/completions", json=body)
+            return self._client.request(method, path, json=body)
         except httpx.TimeoutException:
             raise EngineError(f"openai: {self._client.base_url} timed out after {self._timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise EngineError(f"openai: {self._client.base_url}: {type(exc).__name__}: {exc}") from None
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._send("POST", "chat/completions", body)
+        if response.status_code == 404:
+            raise _NotServedError(f"openai: HTTP 404 from the server: {_server_message(response)}")
         if response.status_code != 200:
             raise EngineError(f"openai: HTTP {response.status_code} from the server: {_server_message(response)}")
         try:
@@ -118,9 +131,22 @@ class OpenAIEngine:
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
         return {"type": "image_url", "image_url": {"url": url}}, size
 
+    def _chat(self, request: GenerationRequest, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat completion; an adapter the server lost meanwhile is loaded again and the request retried."""
+        try:
+            return self._post(body)
+        except _NotServedError:
+            if request.adapter is None:
+                raise
+            log.warning("openai: the server no longer serves adapter %s; loading it again", request.adapter.version)
+            with self._lock:
+                self._served.discard(request.adapter.version)
+            self.load_adapter(request.adapter)
+            return self._post(body)
+
     def _body(self, request: GenerationRequest, image_part: dict[str, Any], max_tokens: int) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": request.adapter.path if request.adapter else self._model,
+            "model": request.adapter.version if request.adapter else self._model,
             "messages": [{"role": "user", "content": [image_part, {"type": "text", "text": request.prompt}]}],
             "max_tokens": max_tokens,
             "temperature": 0,
@@ -143,7 +169,7 @@ class OpenAIEngine:
 
     def _generate_one(self, request: GenerationRequest) -> Generation:
         image_part, size = self._image_part(request.image)
-        data = self._post(self._body(request, image_part, request.max_new_tokens))
+        data = self._chat(request, self._body(request, image_part, request.max_new_tokens))
         choice = data["choices"][0]
         text = str((choice.get("message") or {}).get("content") or "")
         entries = ((choice.get("logprobs") or {}).get("content")) or []
@@ -169,7 +195,7 @@ class OpenAIEngine:
         body = self._body(request, image_part, 1)
         body["top_logprobs"] = TOP_LOGPROBS
         body.pop("skip_special_tokens", None)
-        data = self._post(body)
+        data = self._chat(request, body)
         entries = ((data["choices"][0].get("logprobs") or {}).get("content")) or []
         top = (entries[0].get("top_logprobs") or []) if entries else []
         candidates = [(str(item.get("token", "")).strip().casefold(), _logprob(item)) for item in top]
@@ -180,38 +206,82 @@ class OpenAIEngine:
             scores.append(max(matching)[1] if matching else -math.inf)
         return scores
 
-    def load_adapter(self, adapter: AdapterRef) -> None:
-        """Check that the server serves ``adapter.path`` as a model name (idempotent).
+    def served_models(self) -> set[str]:
+        """The model names the server lists (``GET /models``): the base and its LoRA adapters.
 
         Raises:
-            EngineError: the server does not list it, or cannot be asked.
+            EngineError: the server cannot be asked or answers something else than a model list.
+        """
+        response = self._send("GET", "models")
+        try:
+            response.raise_for_status()
+            return {str(item["id"]) for item in response.json()["data"]}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise EngineError(f"openai: cannot list the models of {self._client.base_url}: {exc}") from None
+
+    def load_adapter(self, adapter: AdapterRef) -> None:
+        """Make the server serve ``adapter`` under ``adapter.version`` (idempotent): nothing to do when it already
+        lists it, else vLLM's runtime ``POST /load_lora_adapter`` with the adapter's directory.
+
+        Raises:
+            EngineError: the server cannot be reached or refused; the message names the server and its answer.
         """
         with self._lock:
-            if adapter.path in self._served:
+            if adapter.version in self._served:
                 return
-        try:
-            response = self._client.get("models")
-            response.raise_for_status()
-            names = {str(item.get("id")) for item in response.json().get("data", [])}
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            raise EngineError(f"openai: cannot list the server's models: {exc}") from None
-        if adapter.path not in names:
-            raise EngineError(
-                f"openai: the server does not serve {adapter.path!r} (adapter {adapter.version}); it serves "
-                f"{', '.join(sorted(names)) or 'nothing'}"
-            )
+        if adapter.version not in self.served_models():
+            body = {"lora_name": adapter.version, "lora_path": adapter.path}
+            response = self._send("POST", "load_lora_adapter", body)
+            message = _server_message(response)
+            if response.status_code == 200:
+                log.info("openai: %s loaded adapter %s from %s", self._client.base_url, adapter.version, adapter.path)
+                with self._lock:
+                    self._loaded.add(adapter.version)
+            elif not (response.status_code == 400 and "already been loaded" in message):
+                raise EngineError(
+                    f"openai: {self._client.base_url} refused to load adapter {adapter.version} from {adapter.path} "
+                    f"(HTTP {response.status_code}: {message}){_load_hint(response.status_code, message)}"
+                )
         with self._lock:
-            self._served.add(adapter.path)
+            self._served.add(adapter.version)
 
     def unload_adapter(self, adapter: AdapterRef) -> None:
-        """Forget the adapter (the server keeps serving it; unloading there is the server's business)."""
+        """Unload ``adapter`` from the server if this engine loaded it (``POST /unload_lora_adapter``); adapters the
+        server was started with, and ones it no longer has, are left alone.
+
+        Raises:
+            EngineError: the server cannot be reached or refused.
+        """
         with self._lock:
-            self._served.discard(adapter.path)
+            self._served.discard(adapter.version)
+            if adapter.version not in self._loaded:
+                return
+            self._loaded.discard(adapter.version)
+        response = self._send("POST", "unload_lora_adapter", {"lora_name": adapter.version})
+        if response.status_code not in (200, 404):  # 404: "cannot be found", already gone
+            raise EngineError(
+                f"openai: {self._client.base_url} refused to unload adapter {adapter.version} "
+                f"(HTTP {response.status_code}: {_server_message(response)})"
+            )
+        log.info("openai: %s unloaded adapter %s", self._client.base_url, adapter.version)
 
     def close(self) -> None:
         """Stop the request threads and close the HTTP client."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+
+
+class _NotServedError(EngineError):
+    """The server answered 404 to a chat completion: it does not serve the model name asked for."""
+
+
+def _load_hint(status: int, message: str) -> str:
+    if status in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+        return (
+            "; the server has no runtime LoRA loading: start vLLM with --enable-lora and "
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+        )
+    return "; the adapter directory must exist at the same path on the server"
 
 
 def _logprob(entry: Any) -> float:
@@ -229,7 +299,11 @@ def _server_message(response: httpx.Response) -> str:
         return response.text[:200]
     if isinstance(data, dict):
         error = data.get("error")
-        message = error.get("message") if isinstance(error, dict) else error or data.get("message") or data
+        message = (
+            error.get("message")
+            if isinstance(error, dict)
+            else error or data.get("message") or data.get("detail") or data  # detail: FastAPI's own errors
+        )
         return str(message)[:200]
     return str(data)[:200]
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"
+END_OF_TURN = "<|im_end|>"
 _MODEL_CLASSES: dict[str, str] = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
@@ -85,6 +86,35 @@ def detect_family(model_dir: Path) -> Family:
         )
     family: Family = model_type
     return family
+
+
+def configure_processor(processor: Any, settings: Settings) -> int:
+    """Set up a loaded Qwen-VL processor as the engine uses it: left padding, and ``image_min_pixels`` /
+    ``image_max_pixels`` over the processor's own bounds. Returns the image patch size (the model's input is
+    ``grid * patch`` pixels: :func:`input_size`)."""
+    processor.tokenizer.padding_side = "left"
+    image_processor = processor.image_processor
+    if settings.image_min_pixels or settings.image_max_pixels:
+        size = dict(image_processor.size)
+        size["shortest_edge"] = settings.image_min_pixels or size.get("shortest_edge")
+        size["longest_edge"] = settings.image_max_pixels or size.get("longest_edge")
+        image_processor.size = size
+    return int(image_processor.patch_size)
+
+
+def chat_text(processor: Any, prompt: str) -> str:
+    """The model's chat-template text for one image and one user prompt, up to the assistant's turn (the image
+    placeholder is expanded by the processor)."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    text: str = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text
+
+
+def input_size(grid_thw: Sequence[int], patch: int) -> tuple[int, int]:
+    """(width, height) of the image as the model saw it, from the processor's ``image_grid_thw`` row: the frame
+    of Qwen2.5-VL boxes (``Generation.input_size``)."""
+    _, grid_h, grid_w = grid_thw
+    return int(grid_w) * patch, int(grid_h) * patch
 
 
 def _adapter_name(adapter: AdapterRef) -> str:
@@ -134,22 +164,14 @@ class TransformersEngine:
         except (OSError, ValueError, RuntimeError) as exc:
             raise EngineError(f"transformers: cannot load {settings.model!r}: {exc}") from exc
         self._device = device
-        self._processor.tokenizer.padding_side = "left"
-        image_processor = self._processor.image_processor
-        if settings.image_min_pixels or settings.image_max_pixels:
-            size = dict(image_processor.size)
-            size["shortest_edge"] = settings.image_min_pixels or size.get("shortest_edge")
-            size["longest_edge"] = settings.image_max_pixels or size.get("longest_edge")
-            image_processor.size = size
-        self._patch = int(image_processor.patch_size)
+        self._patch = configure_processor(self._processor, settings)
         tokenizer = self._processor.tokenizer
         eos = self._model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self._stop_ids = {int(i) for i in eos_ids if i is not None} | {
-            int(tokenizer.convert_tokens_to_ids(token)) for token in ("<|im_end|>", "<|endoftext|>")
+            int(tokenizer.convert_tokens_to_ids(token)) for token in (END_OF_TURN, "<|endoftext|>")
         }
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._stop_ids))
-        self._end_of_turn = "<|im_end|>"
         self._batch_size = settings.batch_size
         self._lock = threading.RLock()
         self._peft: Any = None
@@ -167,9 +189,7 @@ class TransformersEngine:
     # --- prompts and inputs --------------------------------------------------------------------------------
 
     def _chat_text(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text: str = self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return text
+        return chat_text(self._processor, prompt)
 
     def _inputs(self, texts: list[str], images: list[Image.Image]) -> Any:
         inputs = self._processor(text=texts, images=[img.convert("RGB") for img in images], padding=True,
@@ -246,13 +266,12 @@ class TransformersEngine:
                 ids.append(token_id)
                 lps.append(float(logprobs[row][step]))
             tokens = self._token_texts(ids)
-            _, grid_h, grid_w = grids[row]
             results.append(
                 Generation(
                     text="".join(tokens),
                     tokens=tuple(tokens),
                     logprobs=tuple(lps),
-                    input_size=(int(grid_w) * self._patch, int(grid_h) * self._patch),
+                    input_size=input_size(grids[row], self._patch),
                     truncated=not stopped,
                     extra={"prompt_tokens": float(prompt_len)},
                 )
@@ -290,7 +309,7 @@ class TransformersEngine:
                 for start in range(0, len(options), self._batch_size):
                     chunk = list(options[start : start + self._batch_size])
                     kwargs = self._adapter_kwargs([request.adapter] * len(chunk))
-                    inputs = self._inputs([prompt + option + self._end_of_turn for option in chunk],
+                    inputs = self._inputs([prompt + option + END_OF_TURN for option in chunk],
                                           [request.image] * len(chunk))  # fmt: skip
                     with torch.inference_mode():
                         logits = self._runner()(**inputs, **kwargs).logits.float()

@@ -87,13 +87,16 @@ def ls_client(settings: Settings) -> Any:
 
 
 def active_adapter(settings: Settings, project_id: int) -> AdapterRef | None:
-    """The project's active adapter in the registry (None: the base model, or no registry yet)."""
+    """The project's active adapter in the registry (None: the base model, or no registry yet), addressed as the
+    backend's swap watcher addresses it (:func:`ml_backend.swaps.adapter_ref`); :func:`run_bulk` activates it on
+    the holder, whose engine makes it servable (``load_adapter``: peft, or the server's runtime LoRA loading)."""
     if not (settings.data_dir / "registry.sqlite3").exists():
         return None
     from ml_backend.registry import Registry
+    from ml_backend.swaps import adapter_ref
 
     version = Registry(settings.data_dir).active(project_id)
-    return AdapterRef(version.id, version.adapter_path) if version else None
+    return adapter_ref(version) if version else None
 
 
 def write_predictions(client: Any, project_id: int, predictions: Sequence[TaskPrediction]) -> int:

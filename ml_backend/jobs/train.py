@@ -316,7 +316,7 @@ class _Job:
         from converters.errors import ConvertError
         from converters.export import export_tasks
         from converters.tasks import ProjectSource
-        from ml_backend.cli.export import build_label_config, build_media, build_options
+        from ml_backend.exports import export_options, label_config, media_config, with_mark_detector
 
         client = ls_client(self.settings)
         source = ProjectSource(client, run.project)
@@ -325,9 +325,9 @@ class _Job:
         except ConvertError as exc:
             raise LabelStudioUnavailableError(f"export: {exc}") from exc
         # The same Settings -> exporter mapping as `labelloop export`, so both export a project alike.
-        config = build_label_config(self.settings, xml)
-        options = build_options(self.settings, {"overwrite": True})
-        media = build_media(self.settings, {}, None)
+        config = label_config(self.settings, xml)
+        options = with_mark_detector(export_options(self.settings, {"overwrite": True}), config)
+        media = media_config(self.settings)
         out_dir.mkdir(parents=True, exist_ok=True)
         tee = _TeeSource(source, out_dir / "tasks.jsonl")
         started = time.monotonic()

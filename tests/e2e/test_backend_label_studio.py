@@ -175,8 +175,9 @@ def test_grounding_boxes_land_where_the_model_put_them(
         value = region["value"]
         assert (region["from_name"], region["to_name"], region["type"]) == ("label", "image", "rectanglelabels")
         assert value["rectanglelabels"] == ["cat"]
-        # the memo adapter answers (100,200),(500,600) on Qwen2-VL's 0-1000 grid
-        assert (value["x"], value["y"], value["width"], value["height"]) == pytest.approx((10, 20, 40, 40), abs=0.01)
+        # the memo adapter answers MEMO_BOX: (125,346),(587,903) on Qwen2-VL's 0-1000 grid
+        box = (value["x"], value["y"], value["width"], value["height"])
+        assert box == pytest.approx((12.5, 34.6, 46.2, 55.7), abs=0.01)
         assert all(0 <= value[k] <= 100 for k in ("x", "y", "width", "height"))
         assert value["x"] + value["width"] <= 100 and value["y"] + value["height"] <= 100
         assert (region["original_width"], region["original_height"]) == sizes[prediction.task]
